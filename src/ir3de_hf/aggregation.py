@@ -1,0 +1,81 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""Turning per-token expert scores into one decision per prompt (pure torch).
+
+Three rules, one per router (``IR3DEConfig.aggregation``):
+
+- ``majority_vote``: each usable token votes for its argmax expert; most votes wins (ties: lowest expert id).
+- ``entropy_top_k``: only the ``k`` tokens whose softmax over experts has the lowest entropy vote.
+- ``mean``: argmax of the mean score over usable tokens.
+
+>>> import torch
+>>> scores = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])
+>>> aggregate(scores, torch.ones(1, 3, dtype=torch.bool), "majority_vote").expert_ids.tolist()
+[0]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .statistics import token_entropy
+
+__all__ = ["AGGREGATIONS", "Aggregate", "aggregate"]
+
+AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean")
+
+
+class Aggregate(NamedTuple):
+    """Per-prompt decision: ``logits`` (B x N: vote shares, or mean scores for ``mean``), ``expert_ids`` (B, -1 when
+    a prompt has no usable token) and ``voting_mask`` (B x L: the tokens that took part in the decision)."""
+
+    logits: torch.Tensor
+    expert_ids: torch.Tensor
+    voting_mask: torch.Tensor
+
+
+def aggregate(
+    token_scores: torch.Tensor,
+    usable: torch.Tensor,
+    method: str,
+    *,
+    top_k: int = 10,
+    token_entropies: torch.Tensor | None = None,
+    token_votes: torch.Tensor | None = None,
+) -> Aggregate:
+    """Aggregates ``token_scores`` (B x L x N) over the ``usable`` tokens (B x L, bool) with ``method``.
+
+    ``token_entropies`` and ``token_votes`` (argmax expert per token), both B x L, may be passed when precomputed
+    (the router looks them up in V-vectors); otherwise they are computed from the scores.
+    """
+    if token_votes is None:
+        token_votes = token_scores.argmax(dim=-1)
+    if method == "mean":
+        weights = usable.to(token_scores.dtype)
+        totals = (token_scores * weights[..., None]).sum(dim=1)
+        logits = totals / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        return Aggregate(logits, _decide(logits, usable.any(dim=1)), usable)
+    if method == "majority_vote":
+        return _vote(token_votes, usable, token_scores.shape[-1])
+    if method == "entropy_top_k":
+        if token_entropies is None:
+            token_entropies = token_entropy(token_scores)
+        ranked = token_entropies.masked_fill(~usable, float("inf"))
+        order = torch.argsort(ranked, dim=1, stable=True)[:, :top_k]
+        selected = torch.zeros_like(usable).scatter_(1, order, True) & usable
+        return _vote(token_votes, selected, token_scores.shape[-1])
+    raise ValueError(f"Unknown aggregation {method!r}; expected one of {', '.join(AGGREGATIONS)}.")
+
+
+def _vote(token_votes: torch.Tensor, voters: torch.Tensor, num_experts: int) -> Aggregate:
+    tally = torch.zeros(token_votes.shape[0], num_experts, device=token_votes.device)
+    tally.scatter_add_(1, token_votes, voters.to(tally.dtype))
+    logits = tally / tally.sum(dim=1, keepdim=True).clamp(min=1)
+    return Aggregate(logits, _decide(logits, voters.any(dim=1)), voters)
+
+
+def _decide(logits: torch.Tensor, has_evidence: torch.Tensor) -> torch.Tensor:
+    # torch.argmax returns the first maximal index: ties go to the lowest expert id.
+    best = logits.argmax(dim=1)
+    return torch.where(has_evidence, best, torch.full_like(best, -1))

@@ -1,0 +1,165 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""IR3DE sufficient statistics as token histograms (pure torch: no transformers here, so the math reads alone).
+
+Every feature row of IR3DE is a row of the augmented embedding table ``Ẽ = [E, 1]``: a token ``t`` gives
+``x = [E[t], 1]``. With ``c_n`` the count of each vocabulary id in the text of expert ``n`` (masked positions
+excluded), the reference implementation's per-token sums collapse exactly into
+
+    A_n = Ẽᵀ diag(c_n) Ẽ        b_n = Ẽᵀ c_n
+
+so fitting is counting (``bincount``), and the ridge system ``(A + λI) W̃ = B`` with ``A = Σ_n A_n`` and
+``B = [b_1 … b_N]`` is built from the histograms in one ``O(V d²)`` product over the tokens actually seen.
+
+>>> import torch
+>>> counts = token_histogram(torch.tensor([[1, 2, 2, 0]]), torch.tensor([[1, 1, 1, 0]]), vocab_size=4)
+>>> counts.tolist()
+[0, 1, 2, 0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+__all__ = [
+    "augmented_moments",
+    "check_token_ids",
+    "explicit_moments",
+    "merge_histograms",
+    "normalize_columns",
+    "ridge_solve",
+    "token_entropy",
+    "token_histogram",
+]
+
+
+def token_histogram(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    vocab_size: int,
+    ignored_token_ids: Iterable[int] = (),
+) -> torch.Tensor:
+    """Counts each vocabulary id over the unmasked positions of ``input_ids`` (an int64 vector of length V).
+
+    Positions where ``attention_mask`` is 0 and ids listed in ``ignored_token_ids`` (padding, special tokens) are
+    never counted: the reference code let padding into its statistics, which biases every expert towards EOS.
+    """
+    ids = input_ids.reshape(-1)
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
+                f"{tuple(input_ids.shape)}; they must match."
+            )
+        ids = ids[attention_mask.reshape(-1).to(torch.bool)]
+    ids = check_token_ids(ids, vocab_size)
+    counts = torch.bincount(ids, minlength=vocab_size)
+    ignored = list(ignored_token_ids)
+    if ignored:
+        counts[torch.as_tensor(ignored, dtype=torch.long, device=counts.device)] = 0
+    return counts
+
+
+def merge_histograms(*histograms: torch.Tensor) -> torch.Tensor:
+    """Adds histograms counted on separate shards, processes or machines: statistics are sums, so merging is exact."""
+    if not histograms:
+        raise ValueError("merge_histograms needs at least one histogram.")
+    shapes = {tuple(h.shape) for h in histograms}
+    if len(shapes) != 1:
+        raise ValueError(f"Histograms must all have the same shape to be merged, got shapes {sorted(shapes)}.")
+    return torch.stack([h.to(torch.int64) for h in histograms]).sum(dim=0)
+
+
+def augmented_moments(embedding: torch.Tensor, expert_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``A = Ẽᵀ diag(Σ_n c_n) Ẽ`` ((d+1) x (d+1)) and ``B = Ẽᵀ Cᵀ`` ((d+1) x N) in float64.
+
+    Args:
+        embedding: the frozen token-embedding table ``E`` (V x d).
+        expert_counts: one histogram per expert (N x V, integer counts).
+
+    Only the rows of tokens that occur at least once enter the product, which is what makes a fit on billions of
+    tokens cost ``O(V_seen d²)`` instead of ``O(tokens d²)``.
+    """
+    vocab_size = embedding.shape[0]
+    if expert_counts.ndim != 2 or expert_counts.shape[1] != vocab_size:
+        raise ValueError(
+            f"expert_counts must have shape (num_experts, {vocab_size}), got {tuple(expert_counts.shape)}."
+        )
+    counts = expert_counts.to(device=embedding.device, dtype=torch.float64)
+    seen = torch.nonzero(counts.sum(dim=0), as_tuple=True)[0]
+    rows = _augment(embedding[seen].to(torch.float64))
+    seen_counts = counts[:, seen]
+    a = rows.T @ (rows * seen_counts.sum(dim=0, keepdim=True).T)
+    b = rows.T @ seen_counts.T
+    return a, b
+
+
+def explicit_moments(
+    embedding: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    expert_index: torch.Tensor,
+    num_experts: int,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference formulation, ``A = Σ x xᵀ`` and ``B = Σ x yᵀ`` over explicit per-token rows.
+
+    Kept to prove (in tests) and to time (in benchmarks) the histogram identity; never used to fit.
+    ``expert_index`` gives the expert of each row of ``input_ids`` (B,).
+    """
+    mask = attention_mask.to(torch.bool)
+    rows = _augment(embedding[input_ids[mask]].to(dtype))
+    labels = expert_index.to(input_ids.device)[:, None].expand_as(input_ids)[mask]
+    targets = torch.nn.functional.one_hot(labels, num_experts).to(dtype)
+    return rows.T @ rows, rows.T @ targets
+
+
+def ridge_solve(a: torch.Tensor, b: torch.Tensor, ridge_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solves ``(A + λI) W̃ = B`` and splits ``W̃`` into the weights ``W`` (d x N) and the bias row ``beta`` (N).
+
+    As in the reference implementation, λ also penalises the bias row. λ > 0 keeps the system positive definite
+    even for tokens never seen, so a Cholesky solve is exact and stable.
+    """
+    if not ridge_lambda > 0:
+        raise ValueError(f"ridge_lambda must be > 0, got {ridge_lambda}.")
+    regularised = a + ridge_lambda * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    factor = torch.linalg.cholesky(regularised)
+    solution = torch.cholesky_solve(b, factor)
+    return solution[:-1], solution[-1]
+
+
+def normalize_columns(
+    weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Divides each expert's column of ``W`` and its bias by the column norm, so experts with more text do not win
+    by scale alone (a zero norm is replaced by ``eps``, as in the reference code)."""
+    norms = weight.norm(dim=0)
+    norms = torch.where(norms == 0, torch.full_like(norms, eps), norms)
+    return weight / norms, bias / norms
+
+
+def token_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax over experts of each row of ``scores`` (… x N): low entropy = a decisive token."""
+    log_probs = torch.log_softmax(scores, dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def _augment(rows: torch.Tensor) -> torch.Tensor:
+    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], dim=1)
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Returns ``input_ids`` as int64, or raises a clear error for non-integer ids or ids outside the vocabulary."""
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}.")
+    ids = input_ids.to(torch.long)
+    if ids.numel():
+        low, high = (int(bound) for bound in torch.aminmax(ids))
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"Token ids must lie in [0, {vocab_size}) (the router's vocabulary), got ids in [{low}, {high}]. "
+                "The ids come from a different tokenizer than the router's encoder."
+            )
+    return ids

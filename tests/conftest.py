@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny real tokenizer and encoder built in-process, and real text from the running interpreter.
+
+The Hub environment variables must be set before huggingface_hub or transformers is imported (they are read once).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sysconfig
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="ir3de-test-hf-home-"))
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ir3de_hf import IR3DERouterModel
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def _chunks(text: str, words_per_chunk: int = 60) -> list[str]:
+    words = text.split()
+    return [" ".join(words[i : i + words_per_chunk]) for i in range(0, len(words) - words_per_chunk, words_per_chunk)]
+
+
+@pytest.fixture(scope="session")
+def domain_texts() -> dict[str, list[str]]:
+    """Three real domains read from the interpreter: Python source, the Python license, Python reference prose."""
+    import pydoc_data.topics
+
+    code = "\n".join((STDLIB / name).read_text() for name in ("textwrap.py", "json/decoder.py", "json/encoder.py"))
+    legal = (STDLIB / "LICENSE.txt").read_text()
+    prose = "\n".join(pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics)[:20])
+    return {"code": _chunks(code), "legal": _chunks(legal), "docs": _chunks(prose)}
+
+
+@pytest.fixture(scope="session")
+def _word_tokenizer(domain_texts: dict[str, list[str]]) -> PreTrainedTokenizerFast:
+    splitter = pre_tokenizers.Whitespace()
+    words = sorted(
+        {word for texts in domain_texts.values() for text in texts for word, _ in splitter.pre_tokenize_str(text)}
+    )
+    vocab = {"[PAD]": 0, "[UNK]": 1, "<s>": 2, **{word: i + 3 for i, word in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = splitter
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="<s>")
+
+
+@pytest.fixture
+def word_tokenizer(_word_tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    return copy.deepcopy(_word_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def _tiny_llama(_word_tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(_word_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture
+def tiny_llama(_tiny_llama: LlamaForCausalLM) -> LlamaForCausalLM:
+    return copy.deepcopy(_tiny_llama)
+
+
+@pytest.fixture
+def text_router(tiny_llama: LlamaForCausalLM, word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
+    """A router over the tiny Llama's embeddings with the word tokenizer, and no experts yet."""
+    return IR3DERouterModel.from_encoder(tiny_llama, word_tokenizer)
+
+
+@pytest.fixture
+def zipf_ids():
+    """Draws Zipf-like token ids (rank r with weight 1/r), shifted by ``offset`` so domains prefer different ids."""
+
+    def draw(generator: torch.Generator, shape: tuple[int, ...], vocab_size: int, offset: int = 0) -> torch.Tensor:
+        weights = 1.0 / torch.arange(1, vocab_size + 1, dtype=torch.float64)
+        ranks = torch.multinomial(weights, int(torch.tensor(shape).prod()), replacement=True, generator=generator)
+        return ((ranks + offset) % vocab_size).reshape(shape)
+
+    return draw
