@@ -7,7 +7,7 @@ Importing the package registers `IR3DEConfig` and `IR3DERouterModel` with `AutoC
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_ir3de import ExpertEntry, IR3DEConfig
+from .configuration_ir3de import ExpertSpec, IR3DEConfig
 from .modeling_ir3de import IR3DERouterModel, IR3DERouterOutput
 
 __version__ = "0.1.0.dev0"
@@ -15,4 +15,4 @@ __version__ = "0.1.0.dev0"
 AutoConfig.register(IR3DEConfig.model_type, IR3DEConfig)
 AutoModel.register(IR3DEConfig, IR3DERouterModel)
 
-__all__ = ["ExpertEntry", "IR3DEConfig", "IR3DERouterModel", "IR3DERouterOutput", "__version__"]
+__all__ = ["ExpertSpec", "IR3DEConfig", "IR3DERouterModel", "IR3DERouterOutput", "__version__"]

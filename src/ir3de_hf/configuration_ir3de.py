@@ -13,14 +13,14 @@ from transformers import PreTrainedConfig
 
 from .aggregation import AGGREGATIONS
 
-__all__ = ["ExpertEntry", "IR3DEConfig"]
+__all__ = ["ExpertSpec", "IR3DEConfig"]
 
 FORMAT_VERSION = 1
 _EXPERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 @dataclass(frozen=True)
-class ExpertEntry:
+class ExpertSpec:
     """One expert of the registry: a name, and where its model lives (a Hub id or a local path).
 
     ``base_model`` is set for PEFT adapters (the model the adapter applies to); ``revision`` pins a Hub revision.
@@ -44,13 +44,18 @@ class ExpertEntry:
                 raise ValueError(f"Expert {self.name!r}: `{attribute}` must be a string or None, got {value!r}.")
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> ExpertEntry:
+    def from_dict(cls, entry: dict[str, Any]) -> ExpertSpec:
         unknown = set(entry) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(
                 f"Unknown expert field(s) {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}."
             )
         return cls(**entry)
+
+    @property
+    def kind(self) -> str:
+        """``"adapter"`` (a PEFT adapter of ``base_model``) or ``"model"`` (a full causal LM)."""
+        return "adapter" if self.base_model else "model"
 
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -117,7 +122,7 @@ class IR3DEConfig(PreTrainedConfig):
     ir3de_format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
-        self.experts = [ExpertEntry.from_dict(dict(entry)).to_dict() for entry in self.experts]
+        self.experts = [ExpertSpec.from_dict(dict(entry)).to_dict() for entry in self.experts]
         self.ignored_token_ids = sorted({int(i) for i in self.ignored_token_ids})
         self.check()
         super().__post_init__(**kwargs)
@@ -127,8 +132,8 @@ class IR3DEConfig(PreTrainedConfig):
         return [entry["name"] for entry in self.experts]
 
     @property
-    def expert_entries(self) -> list[ExpertEntry]:
-        return [ExpertEntry.from_dict(entry) for entry in self.experts]
+    def expert_specs(self) -> list[ExpertSpec]:
+        return [ExpertSpec.from_dict(entry) for entry in self.experts]
 
     @property
     def never_counted_ids(self) -> list[int]:

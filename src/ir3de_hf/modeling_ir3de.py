@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput, cached_file
 
 from ._saving import atomic_directory
 from .aggregation import aggregate
-from .configuration_ir3de import ExpertEntry, IR3DEConfig
+from .configuration_ir3de import ExpertSpec, IR3DEConfig
 from .statistics import (
     augmented_moments,
     check_token_ids,
@@ -213,7 +213,7 @@ class IR3DERouterModel(PreTrainedModel):
         """
         if name in self.expert_names:
             raise ValueError(f"An expert named {name!r} already exists; use update_expert({name!r}, ...) instead.")
-        entry = ExpertEntry(name, source, revision, description, base_model)
+        entry = ExpertSpec(name, source, revision, description, base_model)
         counts = self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram)
         self.expert_counts = torch.cat([self.expert_counts, counts[None].to(self.expert_counts.device)])
         self.config.experts = [*self.config.experts, entry.to_dict()]
@@ -238,8 +238,8 @@ class IR3DERouterModel(PreTrainedModel):
         """Replaces the statistics of expert ``name`` (same arguments as [`add_expert`]); registry fields that are
         given replace the old ones, the others are kept."""
         index = self._expert_index(name)
-        old = self.config.expert_entries[index]
-        entry = ExpertEntry(
+        old = self.config.expert_specs[index]
+        entry = ExpertSpec(
             name,
             source if source is not None else old.source,
             revision if revision is not None else old.revision,
