@@ -1,0 +1,76 @@
+"""Render the dataset card (``README.md`` of the dataset folder) and its license notice from templates and tables."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict
+
+from ir3de_hf.assets import ARTIFACTS
+from ir3de_hf.data.sources import SOURCES
+from ir3de_hf.data.summary import markdown_table
+
+
+def dataset_card_template_path() -> Path:
+    """``hub_cards/dataset_card.md`` at the repository root (the layout the project keeps its Hub cards in)."""
+    path = Path(__file__).resolve().parents[3] / "hub_cards" / "dataset_card.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset card template not found at {path}; run from a checkout of the repository")
+    return path
+
+
+def _pin(artifact: str) -> str:
+    if artifact not in ARTIFACTS:
+        return "the running interpreter's standard library"
+    art = ARTIFACTS[artifact]
+    return f"{art.registry} `{art.spec}` (`{art.filename}`, sha256 `{art.sha256[:16]}…`)"
+
+
+def sources_markdown() -> str:
+    """One table row per source: domain, what it is, pinned artifact, license, attribution."""
+    lines = ["| source | domain | content | pinned artifact | license | attribution |", "|" + " --- |" * 6]
+    for s in SOURCES:
+        lines.append(f"| `{s.key}` | {s.domain} | {s.name} | {_pin(s.artifact)} | {s.license} | {s.attribution} |")
+    return "\n".join(lines)
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` bucket."""
+    for limit, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]:
+        if rows < limit:
+            return label
+    return "n>1M"
+
+
+def render_dataset_card(dataset: DatasetDict, report: dict[str, Any]) -> str:
+    """Fill the template: YAML header (license, languages, configs) and the sizes, sources and build sections."""
+    config = report["config"]
+    values = {
+        "size_category": size_category(sum(len(split) for split in dataset.values())),
+        "sizes_table": markdown_table(dataset),
+        "sources_table": sources_markdown(),
+        "per_domain": " / ".join(str(report["split_sizes_per_domain"][s]) for s in dataset),
+        "quotas": " / ".join(str(config["quotas"][s]) for s in dataset),
+        "seed": config["seed"],
+        "min_tokens": config["min_tokens"],
+        "window_min": config["window"]["min_tokens"],
+        "window_max": config["window"]["max_tokens"],
+        "window_overflow": config["window"]["overflow_tokens"],
+        "max_per_doc": config["max_windows_per_doc"],
+        "max_per_group": config["max_windows_per_group"],
+        "max_group_share": f"{config['max_group_share']:.0%}",
+        "python": report["python"],
+    }
+    return string.Template(dataset_card_template_path().read_text(encoding="utf-8")).substitute(values)
+
+
+def render_license_notice() -> str:
+    """``LICENSE.md`` of the dataset folder: the mixed licenses, one per source."""
+    head = (
+        "# Licenses of ir3de-multidomain\n\n"
+        "ir3de-multidomain is a compilation: each sample keeps the license of the source it was cut from (the "
+        "`source` column). Reuse a sample under its source's terms and keep the attribution below.\n\n"
+    )
+    return head + sources_markdown() + "\n"
