@@ -70,6 +70,7 @@ def _tiny_llama(_word_tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=1,
+        max_position_embeddings=64,
         pad_token_id=0,
     )
     return LlamaForCausalLM(config)
@@ -80,10 +81,27 @@ def tiny_llama(_tiny_llama: LlamaForCausalLM) -> LlamaForCausalLM:
     return copy.deepcopy(_tiny_llama)
 
 
+@pytest.fixture(scope="session")
+def expert_dir(_tiny_llama: LlamaForCausalLM, _word_tokenizer: PreTrainedTokenizerFast, tmp_path_factory) -> Path:
+    """A full-model expert on disk: the tiny Llama with the word tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny-expert")
+    _tiny_llama.save_pretrained(directory)
+    _word_tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture
 def text_router(tiny_llama: LlamaForCausalLM, word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
     """A router over the tiny Llama's embeddings with the word tokenizer, and no experts yet."""
     return IR3DERouterModel.from_encoder(tiny_llama, word_tokenizer)
+
+
+@pytest.fixture
+def onehot_router(word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
+    """A router whose features are one-hot (E = I): its head is a per-word domain-frequency table, so it routes real
+    text well even at this tiny scale. No experts yet."""
+    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(word_tokenizer)))
+    return IR3DERouterModel.from_encoder(one_hot, word_tokenizer)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from ir3de_hf import IR3DEConfig, IR3DERouterModel
 
 
 @pytest.fixture
-def fitted(text_router, domain_texts) -> IR3DERouterModel:
+def fitted(text_router, domain_texts, expert_dir) -> IR3DERouterModel:
     for name, texts in domain_texts.items():
-        text_router.add_expert(name, texts=texts, source=f"org/{name}-expert", description=f"{name} texts")
+        text_router.add_expert(name, texts=texts, source=str(expert_dir), description=f"{name} texts")
     text_router.config.aggregation = "majority_vote"
     return text_router
 
@@ -47,14 +47,14 @@ def test_round_trip_keeps_statistics_decisions_and_tokenizer(fitted, domain_text
         assert torch.equal(weights_before, weights_after)
 
 
-def test_saved_files_are_safetensors_and_json_only(fitted, tmp_path):
+def test_saved_files_are_safetensors_and_json_only(fitted, tmp_path, expert_dir):
     fitted.save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
     assert set(tensors) == {"embed_tokens.weight", "expert_counts"}
     assert tensors["expert_counts"].dtype == torch.int64
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "ir3de" and config["architectures"] == ["IR3DERouterModel"]
-    assert config["experts"][0] == {"name": "code", "source": "org/code-expert", "description": "code texts"}
+    assert config["experts"][0] == {"name": "code", "source": str(expert_dir), "description": "code texts"}
     assert not [p for p in tmp_path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
 
 

@@ -53,14 +53,14 @@ def test_add_update_remove_equal_a_fit_from_scratch(embedding, domains, prompts)
     assert torch.equal(router.route(prompts).expert_ids, scratch.route(prompts).expert_ids)
 
 
-def test_update_keeps_registry_fields_not_given(embedding, domains):
+def test_update_keeps_registry_fields_not_given(embedding, domains, expert_dir):
     router = _fit(embedding, {"a": domains["a"]})
     router.update_expert("a", input_ids=domains["b"], description="now b")
-    router.add_expert("x", input_ids=domains["c"], source="org/expert-x", revision="v1")
+    router.add_expert("x", input_ids=domains["c"], source=str(expert_dir), revision="v1")
     router.update_expert("x", input_ids=domains["d"])
     assert router.config.experts == [
         {"name": "a", "description": "now b"},
-        {"name": "x", "source": "org/expert-x", "revision": "v1"},
+        {"name": "x", "source": str(expert_dir), "revision": "v1"},
     ]
 
 
@@ -89,10 +89,8 @@ def test_special_tokens_and_padding_never_count_or_vote(text_router, word_tokeni
     assert out.no_evidence.tolist() == [True] and out.token_votes.tolist() == [[-1, -1, -1, -1]]
 
 
-def test_real_text_routes_to_its_domain(word_tokenizer, domain_texts):
-    # One-hot features (E = I): the ridge head becomes a per-word domain-frequency table.
-    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(word_tokenizer)))
-    text_router = IR3DERouterModel.from_encoder(one_hot, word_tokenizer)
+def test_real_text_routes_to_its_domain(onehot_router, domain_texts):
+    text_router = onehot_router
     for name, texts in domain_texts.items():
         text_router.add_expert(name, texts=texts[::2])
     held_out = [(name, text) for name, texts in domain_texts.items() for text in texts[1::2]]

@@ -22,6 +22,8 @@ from transformers.utils import ModelOutput, cached_file
 from ._saving import atomic_directory
 from .aggregation import aggregate
 from .configuration_ir3de import ExpertSpec, IR3DEConfig
+from .experts import ExpertPool
+from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
 from .statistics import (
     augmented_moments,
     check_token_ids,
@@ -120,6 +122,7 @@ class IR3DERouterModel(PreTrainedModel):
             "expert_counts", torch.zeros(len(config.experts), config.vocab_size, dtype=torch.int64), persistent=True
         )
         self.tokenizer: Any = None
+        self._expert_pool: ExpertPool | None = None
         self._tables: _RoutingTables | None = None
         self._expert_moments: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(config.experts)
         self.register_load_state_dict_post_hook(lambda module, _: module._invalidate(forget_moments=True))
@@ -215,6 +218,8 @@ class IR3DERouterModel(PreTrainedModel):
             raise ValueError(f"An expert named {name!r} already exists; use update_expert({name!r}, ...) instead.")
         entry = ExpertSpec(name, source, revision, description, base_model)
         counts = self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram)
+        if entry.source is not None:
+            self.expert_pool.register(entry)
         self.expert_counts = torch.cat([self.expert_counts, counts[None].to(self.expert_counts.device)])
         self.config.experts = [*self.config.experts, entry.to_dict()]
         self._expert_moments.append(None)
@@ -247,6 +252,8 @@ class IR3DERouterModel(PreTrainedModel):
             base_model if base_model is not None else old.base_model,
         )
         counts = self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram)
+        if entry.source is not None and entry != old:
+            self.expert_pool.register(entry)
         updated = self.expert_counts.clone()
         updated[index] = counts.to(updated.device)
         self.expert_counts = updated
@@ -259,6 +266,8 @@ class IR3DERouterModel(PreTrainedModel):
     def remove_expert(self, name: str) -> None:
         """Removes expert ``name`` and its statistics; routing afterwards equals a fit without it."""
         index = self._expert_index(name)
+        if self._expert_pool is not None:
+            self._expert_pool.unregister(name, missing_ok=True)
         keep = [i for i in range(self.num_experts) if i != index]
         self.expert_counts = self.expert_counts[keep].clone()
         self.config.experts = [self.config.experts[i] for i in keep]
@@ -440,6 +449,42 @@ class IR3DERouterModel(PreTrainedModel):
         else:
             input_ids, attention_mask = _as_id_tensors(texts_or_input_ids, attention_mask)  # type: ignore[arg-type]
         return self(input_ids=input_ids, attention_mask=attention_mask)
+
+    # ------------------------------------------------------------------ generation
+
+    @property
+    def expert_pool(self) -> ExpertPool:
+        """The [`ExpertPool`] that loads the experts for `generate` (created on first use, on CPU in the experts'
+        own dtype). Assign your own pool to choose dtype, placement and memory budget."""
+        if self._expert_pool is None:
+            self._expert_pool = ExpertPool(tokenizer_fingerprint=self.config.tokenizer_fingerprint)
+        return self._expert_pool
+
+    @expert_pool.setter
+    def expert_pool(self, pool: ExpertPool) -> None:
+        if pool.tokenizer_fingerprint is None:
+            pool.tokenizer_fingerprint = self.config.tokenizer_fingerprint
+        self._expert_pool = pool
+
+    def _registered_pool(self) -> ExpertPool:
+        pool = self.expert_pool
+        for spec in self.config.expert_specs:
+            if spec.source is not None and spec.name not in pool.names:
+                pool.register(spec)
+        return pool
+
+    def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> list[RoutedGeneration]:
+        """Routes ``prompts`` and returns each chosen expert's answer, in input order.
+
+        Keyword arguments: ``expert=`` forces one expert, ``fallback_expert=`` and ``min_margin=`` catch prompts the
+        router is unsure of, ``use_chat_template=``, ``batch_size=``; the rest go to the expert's `generate`
+        (``max_new_tokens``, ``do_sample``...). See [`ir3de_hf.generation.generate`].
+        """
+        return generate(self, self._registered_pool(), prompts, **kwargs)
+
+    def generate_stream(self, prompt: str, **kwargs: Any) -> RoutedStream:
+        """Routes one prompt and streams its expert's answer: iterate over the result for text chunks."""
+        return generate_stream(self, self._registered_pool(), prompt, **kwargs)
 
     # ------------------------------------------------------------------ persistence
 

@@ -1,0 +1,202 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""Route, then generate: each prompt goes to its expert, prompts of one expert are generated as one padded batch.
+
+Results come back in input order with the chosen expert, how sure the router was (its margin) and why that expert
+was used (`"routed"`, `"forced"` or `"fallback"`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import TextIteratorStreamer
+
+from .experts import ExpertPool, LoadedExpert
+
+if TYPE_CHECKING:
+    from .modeling_ir3de import IR3DERouterModel
+
+__all__ = ["RoutedGeneration", "RoutedStream", "generate", "generate_stream"]
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class RoutedGeneration:
+    """One answer: the prompt, the expert that wrote ``text``, the router's margin and why that expert was used."""
+
+    prompt: str
+    expert: str
+    text: str
+    margin: float
+    reason: str
+
+
+@dataclass
+class RoutedStream:
+    """A streamed answer: the decision is known at once, ``chunks`` yields text as the expert writes it."""
+
+    prompt: str
+    expert: str
+    margin: float
+    reason: str
+    chunks: Iterator[str]
+
+    def __iter__(self) -> Iterator[str]:
+        return self.chunks
+
+
+def decide(
+    router: IR3DERouterModel,
+    prompts: Sequence[str],
+    *,
+    expert: str | None = None,
+    fallback_expert: str | None = None,
+    min_margin: float | None = None,
+) -> list[tuple[str, float, str]]:
+    """``(expert, margin, reason)`` per prompt: the forced expert, the routed one, or the fallback when the router
+    has no evidence or its margin is under ``min_margin``."""
+    _check_prompts(prompts)
+    for name in (expert, fallback_expert):
+        if name is not None and name not in router.expert_names:
+            raise ValueError(f"No expert named {name!r}; the router's experts are: {', '.join(router.expert_names)}.")
+    if expert is not None:
+        return [(expert, float("nan"), "forced")] * len(prompts)
+    routed = router.route(list(prompts))
+    assert routed.expert_names is not None and routed.margins is not None and routed.no_evidence is not None
+    decisions = []
+    for index, (name, margin, empty) in enumerate(
+        zip(routed.expert_names, routed.margins.tolist(), routed.no_evidence.tolist(), strict=True)
+    ):
+        unsure = empty or (min_margin is not None and margin < min_margin)
+        if unsure and fallback_expert is not None:
+            decisions.append((fallback_expert, margin, "fallback"))
+        elif empty or name is None:
+            raise ValueError(
+                f"Prompt {index} has no token the router can use (only special tokens); pass fallback_expert=..."
+            )
+        else:
+            decisions.append((name, margin, "routed"))
+    return decisions
+
+
+def generate(
+    router: IR3DERouterModel,
+    pool: ExpertPool,
+    prompts: str | Sequence[str],
+    *,
+    expert: str | None = None,
+    fallback_expert: str | None = None,
+    min_margin: float | None = None,
+    use_chat_template: bool | None = None,
+    batch_size: int = 8,
+    **generate_kwargs: Any,
+) -> list[RoutedGeneration]:
+    """Routes ``prompts`` and lets each chosen expert answer its group in batches of ``batch_size``.
+
+    ``use_chat_template`` (default: when the expert's tokenizer has one) wraps each prompt as a user turn. Prompts
+    longer than the expert's context minus ``max_new_tokens`` are truncated from the left (the end is kept).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    decisions = decide(router, prompts, expert=expert, fallback_expert=fallback_expert, min_margin=min_margin)
+    generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    texts: list[str] = [""] * len(prompts)
+    groups: dict[str, list[int]] = {}
+    for index, (name, _, _) in enumerate(decisions):
+        groups.setdefault(name, []).append(index)
+    for name, indices in groups.items():
+        loaded = pool.get(name)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            answers = _generate_batch(loaded, [prompts[i] for i in chunk], use_chat_template, generate_kwargs)
+            for index, answer in zip(chunk, answers, strict=True):
+                texts[index] = answer
+    return [
+        RoutedGeneration(prompt, name, text, margin, reason)
+        for prompt, (name, margin, reason), text in zip(prompts, decisions, texts, strict=True)
+    ]
+
+
+def generate_stream(
+    router: IR3DERouterModel,
+    pool: ExpertPool,
+    prompt: str,
+    *,
+    expert: str | None = None,
+    fallback_expert: str | None = None,
+    min_margin: float | None = None,
+    use_chat_template: bool | None = None,
+    **generate_kwargs: Any,
+) -> RoutedStream:
+    """Routes one prompt and streams the expert's answer (a `TextIteratorStreamer` fed by a background thread)."""
+    ((name, margin, reason),) = decide(
+        router, [prompt], expert=expert, fallback_expert=fallback_expert, min_margin=min_margin
+    )
+    generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    loaded = pool.get(name)
+    inputs = _encode(loaded, [prompt], use_chat_template, generate_kwargs)
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    worker = threading.Thread(
+        target=_run_generate, args=(loaded, inputs, {**generate_kwargs, "streamer": streamer}), daemon=True
+    )
+    worker.start()
+    return RoutedStream(prompt, name, margin, reason, iter(streamer))
+
+
+def _check_prompts(prompts: Sequence[str]) -> None:
+    if not prompts:
+        raise ValueError("No prompts given.")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"Prompt {index} is a {type(prompt).__name__}, not a string.")
+        if not prompt.strip():
+            raise ValueError(f"Prompt {index} is empty; there is nothing to route or answer.")
+
+
+def _encode(
+    loaded: LoadedExpert, prompts: list[str], use_chat_template: bool | None, generate_kwargs: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    tokenizer = loaded.tokenizer
+    templated = tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
+    if templated:
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            for prompt in prompts
+        ]
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    max_new = generate_kwargs["max_new_tokens"]
+    limit = context - max_new if context is not None and context > max_new else None
+    encoded = tokenizer(
+        prompts,
+        return_tensors="pt",
+        padding=True,
+        truncation=limit is not None,
+        max_length=limit,
+        add_special_tokens=not templated,
+    )
+    device = next(loaded.model.parameters()).device
+    return {key: value.to(device) for key, value in encoded.items()}
+
+
+def _run_generate(loaded: LoadedExpert, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+    with torch.inference_mode():
+        return loaded.model.generate(**inputs, pad_token_id=loaded.tokenizer.pad_token_id, **kwargs)
+
+
+def _generate_batch(
+    loaded: LoadedExpert, prompts: list[str], use_chat_template: bool | None, generate_kwargs: dict[str, Any]
+) -> list[str]:
+    inputs = _encode(loaded, prompts, use_chat_template, generate_kwargs)
+    output = _run_generate(loaded, inputs, generate_kwargs)
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    return list(loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

@@ -1,0 +1,114 @@
+"""Route-then-generate: input order, equality with calling the expert directly, forcing, fallback, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+GREEDY = {"max_new_tokens": 6, "do_sample": False}
+
+PROMPTS = {
+    "code": "def encode ( self , obj ) : return self . iterencode ( obj )",
+    "legal": "Licensee agrees to be bound by the terms and conditions of this License Agreement",
+    "docs": "The assert statement is a convenient way to insert debugging assertions into a program",
+}
+
+
+@pytest.fixture
+def routed(onehot_router, domain_texts, expert_dir, tmp_path_factory):
+    """Three experts: two full models (tiny Llama and its re-seeded twin) and the tiny Llama again as 'docs'."""
+    twin_dir = tmp_path_factory.mktemp("twin")
+    torch.manual_seed(5)
+    AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(expert_dir).config).save_pretrained(twin_dir)
+    onehot_router.tokenizer.save_pretrained(twin_dir)
+    sources = {"code": expert_dir, "legal": twin_dir, "docs": expert_dir}
+    for name, texts in domain_texts.items():
+        onehot_router.add_expert(name, texts=texts, source=str(sources[name]))
+    return onehot_router
+
+
+def _direct(router, expert: str, prompts: list[str]) -> list[str]:
+    loaded = router.expert_pool.get(expert)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **GREEDY)
+    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_results_keep_input_order_in_a_mixed_batch(routed):
+    order = ["legal", "code", "docs", "legal", "code", "code"]
+    prompts = [PROMPTS[name] for name in order]
+    results = routed.generate(prompts, batch_size=2, **GREEDY)
+    assert [r.prompt for r in results] == prompts
+    assert [r.expert for r in results] == order
+    assert {r.reason for r in results} == {"routed"}
+    decisions = routed.route(prompts)
+    assert [r.margin for r in results] == decisions.margins.tolist()
+
+
+def test_greedy_through_the_router_equals_calling_the_expert(routed):
+    prompts = [PROMPTS["code"], PROMPTS["legal"], PROMPTS["code"] + " , indent", PROMPTS["legal"]]
+    results = routed.generate(prompts, **GREEDY)
+    by_expert: dict[str, list[int]] = {}
+    for index, result in enumerate(results):
+        by_expert.setdefault(result.expert, []).append(index)
+    assert sorted(by_expert) == ["code", "legal"]
+    for expert, indices in by_expert.items():
+        direct = _direct(routed, expert, [prompts[i] for i in indices])
+        assert [results[i].text for i in indices] == direct
+        assert all(results[i].text for i in indices)
+    # One prompt alone (no padding at all) gives the same tokens as inside the padded batch.
+    assert routed.generate([prompts[2]], **GREEDY)[0].text == results[2].text
+
+
+def test_forcing_an_expert(routed):
+    results = routed.generate([PROMPTS["code"], PROMPTS["docs"]], expert="legal", **GREEDY)
+    assert [(r.expert, r.reason) for r in results] == [("legal", "forced"), ("legal", "forced")]
+    assert results[0].text == _direct(routed, "legal", [PROMPTS["code"]])[0]
+
+
+def test_fallback_when_unsure_or_without_evidence(routed):
+    unsure = routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=1.01, **GREEDY)
+    assert (unsure[0].expert, unsure[0].reason) == ("docs", "fallback")
+    sure = routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=0.0, **GREEDY)
+    assert (sure[0].expert, sure[0].reason) == ("code", "routed")
+    specials_only = "<s> <s>"
+    assert routed.generate([specials_only], fallback_expert="legal", **GREEDY)[0].reason == "fallback"
+    with pytest.raises(ValueError, match=r"Prompt 0 has no token the router can use.*fallback_expert="):
+        routed.generate([specials_only], **GREEDY)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "kwargs", "error", "message"),
+    [
+        (["fine", "  "], {}, ValueError, "Prompt 1 is empty"),
+        ([], {}, ValueError, "No prompts given"),
+        ([3], {}, TypeError, "Prompt 0 is a int"),
+        (["fine"], {"expert": "nope"}, ValueError, "No expert named 'nope'"),
+        (["fine"], {"fallback_expert": "nope"}, ValueError, "No expert named 'nope'"),
+    ],
+)
+def test_bad_prompts_are_clear_errors(routed, prompts, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        routed.generate(prompts, **kwargs, **GREEDY)
+    assert routed.expert_pool.loaded == []
+
+
+def test_prompts_longer_than_the_context_keep_their_end(routed):
+    context = routed.expert_pool.get("code").model.config.max_position_embeddings
+    tail = PROMPTS["code"]
+    long_prompt = " ".join([PROMPTS["docs"]] * 20) + " " + tail
+    assert len(routed.tokenizer(long_prompt)["input_ids"]) > context
+    result = routed.generate([long_prompt], expert="code", **GREEDY)[0]
+    kept = routed.tokenizer(long_prompt)["input_ids"][-(context - GREEDY["max_new_tokens"]) :]
+    assert result.text == _direct(routed, "code", [routed.tokenizer.decode(kept)])[0]
+
+
+def test_streaming_yields_the_same_text(routed):
+    stream = routed.generate_stream(PROMPTS["legal"], **GREEDY)
+    assert (stream.expert, stream.reason) == ("legal", "routed")
+    streamed = "".join(stream)
+    assert streamed.strip() == routed.generate([PROMPTS["legal"]], **GREEDY)[0].text.strip()
