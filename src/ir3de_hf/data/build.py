@@ -2,7 +2,8 @@
 
 Per domain, documents are grouped (a group never straddles two splits), groups are visited in a seeded order, and
 each group goes whole to the split with the largest relative deficit (see ``splits.choose_split``), contributing at
-most ``max_windows_per_doc`` windows per document and ``max_windows_per_group`` per group, until every split is full.
+most ``max_windows_per_doc`` windows per document, ``max_windows_per_group`` per group, and ``max_group_share`` of a
+validation or test quota, until every split is full.
 If some domain cannot fill a split, that split is shrunk to the same size in every domain, so the benchmark stays
 balanced.
 """
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ir3de_hf.data.readers import READERS, Document
 from ir3de_hf.data.sources import DOMAINS
-from ir3de_hf.data.splits import SPLITS, choose_split, pick_windows, processing_order
+from ir3de_hf.data.splits import SPLITS, choose_split, group_limit, pick_windows, processing_order
 from ir3de_hf.data.windows import LINE_DOMAINS, WindowSpec, window_texts
 
 FEATURES = Features(
@@ -73,7 +74,8 @@ def _windows_of(docs: Sequence[Document], tokenizer: Any, config: BuildConfig, p
     )
     per_doc: list[list[tuple[str, bool]]] = []
     for doc, offsets in zip(docs, enc["offset_mapping"], strict=True):
-        cut = window_texts(doc.text, offsets, doc.domain in LINE_DOMAINS, config.window)
+        by_line = doc.domain in LINE_DOMAINS
+        cut = window_texts(doc.text, offsets, by_line, config.window, keep_indent=doc.domain == "code")
         keep = pick_windows(config.seed, doc.doc_id, len(cut), config.max_windows_per_doc)
         per_doc.append([cut[i] for i in keep])
     flat = [text for windows in per_doc for text, _ in windows]
@@ -106,9 +108,12 @@ def collect_domain(domain: str, tokenizer: Any, config: BuildConfig) -> DomainPo
         rows = [row for doc_rows in _windows_of(docs, tokenizer, config, pool) for row in doc_rows]
         rows = [rows[i] for i in pick_windows(config.seed, f"group:{group}", len(rows), config.max_windows_per_group)]
         pool.documents_read += len(docs)
-        split = choose_split(need, config.quotas, len(rows), config.max_group_share)
+        split = choose_split(need, config.quotas)
         if split is None or not rows:
             continue
+        limit = group_limit(split, config.quotas, config.max_group_share)
+        if limit is not None and len(rows) > limit:  # the group still belongs to this split only
+            rows = [rows[i] for i in pick_windows(config.seed, f"held-out:{group}", len(rows), limit)]
         taken = rows[: need[split]]
         pool.rows[split].extend(taken)
         pool.groups[split].add(group)

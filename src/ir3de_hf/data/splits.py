@@ -8,6 +8,7 @@ list, so nothing depends on filesystem order or on the interpreter's hash seed.
 from __future__ import annotations
 
 import hashlib
+import math
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -31,13 +32,14 @@ def pick_windows(seed: int, name: str, count: int, cap: int) -> list[int]:
     return sorted(ranked[:cap])
 
 
-def choose_split(need: dict[str, int], quotas: dict[str, int], size: int, max_share: float) -> str | None:
-    """Split for the next group: the largest relative deficit among splits it suits, or None when all are full.
-
-    A group larger than ``max_share`` of a held-out split's quota only goes to train, so one big package or license
-    family can never make up most of a validation or test split.
-    """
-    eligible = [s for s in SPLITS if need[s] > 0 and (s == "train" or size <= max_share * quotas[s])]
-    if not eligible:
+def choose_split(need: dict[str, int], quotas: dict[str, int]) -> str | None:
+    """Split for the next group: the largest relative deficit (ties in ``SPLITS`` order), or None when all are full."""
+    open_splits = [s for s in SPLITS if need[s] > 0]
+    if not open_splits:
         return None
-    return max(eligible, key=lambda s: (need[s] / quotas[s], -SPLITS.index(s)))
+    return max(open_splits, key=lambda s: (need[s] / quotas[s], -SPLITS.index(s)))
+
+
+def group_limit(split: str, quotas: dict[str, int], max_share: float) -> int | None:
+    """Most windows one group may give a held-out split, so no single package or family dominates it."""
+    return None if split == "train" else max(1, math.ceil(max_share * quotas[split]))

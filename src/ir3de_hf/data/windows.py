@@ -47,7 +47,7 @@ def token_spans(token_starts: Sequence[int], cuts: Sequence[int], spec: WindowSp
     while n - start >= spec.min_tokens:
         hi = start + spec.max_tokens
         i = bisect_right(stops, hi) - 1
-        if stops[i] >= start + spec.min_tokens:
+        if i >= 0 and stops[i] >= start + spec.min_tokens:
             spans.append((start, stops[i], False))
         elif (j := i + 1) < len(stops) and stops[j] <= start + spec.overflow_tokens:
             spans.append((start, stops[j], False))
@@ -58,15 +58,18 @@ def token_spans(token_starts: Sequence[int], cuts: Sequence[int], spec: WindowSp
 
 
 def window_texts(
-    text: str, offsets: Sequence[tuple[int, int]], by_line: bool, spec: WindowSpec
+    text: str, offsets: Sequence[tuple[int, int]], by_line: bool, spec: WindowSpec, keep_indent: bool = False
 ) -> list[tuple[str, bool]]:
-    """Window texts of one document, given the tokenizer's ``(start, end)`` character offsets of each token."""
+    """Window texts of one document, given the tokenizer's ``(start, end)`` character offsets of each token.
+
+    ``keep_indent`` keeps the leading spaces of the first line (code); otherwise windows are fully stripped.
+    """
     starts = [start for start, _ in offsets]
     spans = token_spans(starts, boundaries(text, by_line), spec)
     out = []
     for first, end, hard in spans:
         chunk = text[starts[first] : starts[end] if end < len(starts) else len(text)]
-        chunk = chunk.strip("\n").rstrip() if by_line else chunk.strip()
+        chunk = chunk.strip("\n").rstrip() if keep_indent else chunk.strip()
         if chunk:
             out.append((chunk, hard))
     return out
