@@ -106,6 +106,14 @@ def write_card(out: Path, domain: str, row: dict[str, float], base_row: dict[str
     )
 
 
+def _portable(value: object) -> object:
+    """Paths as the repository sees them, so the metrics file holds no machine's absolute paths."""
+    if not isinstance(value, Path):
+        return value
+    resolved = value.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else resolved.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct directory (default: assets cache)")
@@ -146,8 +154,7 @@ def main() -> None:
         }
         for domain in adapters
     }
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    settings.pop("model_dir")
+    settings = {key: _portable(value) for key, value in vars(args).items() if key != "model_dir"}
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps({"settings": settings, "perplexity": matrix, "checks": checks}, indent=2))
     assert all(math.isfinite(p) for row in matrix.values() for p in row.values())
