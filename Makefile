@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
+	$(BIN)/python -m ir3de_hf.assets  # pinned models and corpora, sha256-verified, into $$IR3DE_HF_CACHE
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="ir3de-test-hf-home-"))
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -88,6 +89,31 @@ def expert_dir(_tiny_llama: LlamaForCausalLM, _word_tokenizer: PreTrainedTokeniz
     _tiny_llama.save_pretrained(directory)
     _word_tokenizer.save_pretrained(directory)
     return directory
+
+
+def _adapter(base: LlamaForCausalLM, seed: int, directory: Path, base_dir: Path) -> Path:
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(base), config)
+    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
+    peft_model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def expert_dirs(_tiny_llama, _word_tokenizer, expert_dir, tmp_path_factory) -> dict[str, Path]:
+    """Two full models (the tiny Llama and a re-seeded twin) and two LoRA adapters of the first."""
+    root = tmp_path_factory.mktemp("experts")
+    torch.manual_seed(1)
+    twin = LlamaForCausalLM(_tiny_llama.config)
+    twin.save_pretrained(root / "twin")
+    _word_tokenizer.save_pretrained(root / "twin")
+    return {
+        "base": expert_dir,
+        "twin": root / "twin",
+        "lora1": _adapter(_tiny_llama, 11, root / "lora1", expert_dir),
+        "lora2": _adapter(_tiny_llama, 12, root / "lora2", expert_dir),
+    }
 
 
 @pytest.fixture

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
 import huggingface_hub
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ir3de_hf import ExpertSpec, IR3DERouterModel
 from ir3de_hf.experts import ExpertPool
 from ir3de_hf.tokenization import vocabulary_fingerprint
-
-
-def _adapter(base: LlamaForCausalLM, seed: int, directory: Path, base_dir: Path) -> Path:
-    torch.manual_seed(seed)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(copy.deepcopy(base), config)
-    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
-    peft_model.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def expert_dirs(_tiny_llama, _word_tokenizer, expert_dir, tmp_path_factory) -> dict[str, Path]:
-    """Two full models (the tiny Llama and a re-seeded twin) and two LoRA adapters of the first."""
-    root = tmp_path_factory.mktemp("experts")
-    torch.manual_seed(1)
-    twin = LlamaForCausalLM(_tiny_llama.config)
-    twin.save_pretrained(root / "twin")
-    _word_tokenizer.save_pretrained(root / "twin")
-    return {
-        "base": expert_dir,
-        "twin": root / "twin",
-        "lora1": _adapter(_tiny_llama, 11, root / "lora1", expert_dir),
-        "lora2": _adapter(_tiny_llama, 12, root / "lora2", expert_dir),
-    }
 
 
 @pytest.fixture

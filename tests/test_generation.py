@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
 
@@ -16,15 +15,16 @@ PROMPTS = {
 
 
 @pytest.fixture
-def routed(onehot_router, domain_texts, expert_dir, tmp_path_factory):
-    """Three experts: two full models (tiny Llama and its re-seeded twin) and the tiny Llama again as 'docs'."""
-    twin_dir = tmp_path_factory.mktemp("twin")
-    torch.manual_seed(5)
-    AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(expert_dir).config).save_pretrained(twin_dir)
-    onehot_router.tokenizer.save_pretrained(twin_dir)
-    sources = {"code": expert_dir, "legal": twin_dir, "docs": expert_dir}
+def routed(onehot_router, domain_texts, expert_dirs):
+    """Three experts: a full model ('code', the re-seeded twin) and two LoRA adapters of one base ('legal', 'docs')."""
+    base = str(expert_dirs["base"])
+    sources = {
+        "code": {"source": str(expert_dirs["twin"])},
+        "legal": {"source": str(expert_dirs["lora1"]), "base_model": base},
+        "docs": {"source": str(expert_dirs["lora2"]), "base_model": base},
+    }
     for name, texts in domain_texts.items():
-        onehot_router.add_expert(name, texts=texts, source=str(sources[name]))
+        onehot_router.add_expert(name, texts=texts, **sources[name])
     return onehot_router
 
 
@@ -50,18 +50,24 @@ def test_results_keep_input_order_in_a_mixed_batch(routed):
 
 
 def test_greedy_through_the_router_equals_calling_the_expert(routed):
-    prompts = [PROMPTS["code"], PROMPTS["legal"], PROMPTS["code"] + " , indent", PROMPTS["legal"]]
+    prompts = [PROMPTS["code"], PROMPTS["legal"], PROMPTS["docs"], PROMPTS["code"] + " , indent", PROMPTS["legal"]]
     results = routed.generate(prompts, **GREEDY)
-    by_expert: dict[str, list[int]] = {}
-    for index, result in enumerate(results):
-        by_expert.setdefault(result.expert, []).append(index)
-    assert sorted(by_expert) == ["code", "legal"]
-    for expert, indices in by_expert.items():
-        direct = _direct(routed, expert, [prompts[i] for i in indices])
-        assert [results[i].text for i in indices] == direct
-        assert all(results[i].text for i in indices)
-    # One prompt alone (no padding at all) gives the same tokens as inside the padded batch.
-    assert routed.generate([prompts[2]], **GREEDY)[0].text == results[2].text
+    assert [r.expert for r in results] == ["code", "legal", "docs", "code", "legal"]
+    # legal and docs are adapters of one base: they ran in one mixed batch. Each answer must equal the expert's own.
+    for prompt, result in zip(prompts, results, strict=True):
+        assert result.text and result.text == _direct(routed, result.expert, [prompt])[0]
+    assert len({r.text for r in results}) > 2, "the experts must answer differently, or the test proves nothing"
+
+
+def test_adapters_of_one_base_answer_in_one_mixed_batch(routed):
+    prompts = [PROMPTS["legal"], PROMPTS["docs"], PROMPTS["legal"] + " Agreement"]
+    mixed = routed.generate(prompts, **GREEDY)
+    separate = [
+        routed.generate([prompt], expert=r.expert, **GREEDY)[0] for prompt, r in zip(prompts, mixed, strict=True)
+    ]
+    assert [r.text for r in mixed] == [r.text for r in separate]
+    assert routed.expert_pool.batch_key("legal") == routed.expert_pool.batch_key("docs")
+    assert routed.expert_pool.batch_key("code") != routed.expert_pool.batch_key("legal")
 
 
 def test_forcing_an_expert(routed):

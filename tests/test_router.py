@@ -91,6 +91,7 @@ def test_special_tokens_and_padding_never_count_or_vote(text_router, word_tokeni
 
 def test_real_text_routes_to_its_domain(onehot_router, domain_texts):
     text_router = onehot_router
+    text_router.config.aggregation = "entropy_top_k"
     for name, texts in domain_texts.items():
         text_router.add_expert(name, texts=texts[::2])
     held_out = [(name, text) for name, texts in domain_texts.items() for text in texts[1::2]]

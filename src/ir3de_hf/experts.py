@@ -181,6 +181,11 @@ class ExpertPool:
             unit.model.set_adapter(name)
         return LoadedExpert(name, unit.model, unit.tokenizer)
 
+    def batch_key(self, name: str) -> tuple[str, str | None, str]:
+        """Experts with equal keys share one model in memory (the adapters of one base on one device), so their
+        prompts can be generated in one mixed batch."""
+        return self._unit_key(self.spec(name))
+
     def unload(self, name: str) -> None:
         """Frees expert ``name`` (an adapter is deleted from its base; the base goes with its last adapter)."""
         for key, unit in list(self._units.items()):

@@ -98,6 +98,9 @@ def generate(
 ) -> list[RoutedGeneration]:
     """Routes ``prompts`` and lets each chosen expert answer its group in batches of ``batch_size``.
 
+    Prompts routed to different adapters of one base model share batches (peft mixed-adapter batches), so a routed
+    batch costs about what the same batch costs on a single expert.
+
     ``use_chat_template`` (default: when the expert's tokenizer has one) wraps each prompt as a user turn. Prompts
     longer than the expert's context minus ``max_new_tokens`` are truncated from the left (the end is kept).
     """
@@ -105,14 +108,21 @@ def generate(
     decisions = decide(router, prompts, expert=expert, fallback_expert=fallback_expert, min_margin=min_margin)
     generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     texts: list[str] = [""] * len(prompts)
-    groups: dict[str, list[int]] = {}
+    groups: dict[tuple[str, str | None, str], list[int]] = {}
     for index, (name, _, _) in enumerate(decisions):
-        groups.setdefault(name, []).append(index)
-    for name, indices in groups.items():
-        loaded = pool.get(name)
+        groups.setdefault(pool.batch_key(name), []).append(index)
+    for indices in groups.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            answers = _generate_batch(loaded, [prompts[i] for i in chunk], use_chat_template, generate_kwargs)
+            experts = [decisions[i][0] for i in chunk]
+            distinct = list(dict.fromkeys(experts))
+            for name in distinct:  # loads each; the last one fetched is the active adapter
+                loaded = pool.get(name)
+            # Several adapters of one base in one batch: peft routes each row through its own adapter.
+            adapter_names = experts if len(distinct) > 1 else None
+            answers = _generate_batch(
+                loaded, [prompts[i] for i in chunk], use_chat_template, generate_kwargs, adapter_names
+            )
             for index, answer in zip(chunk, answers, strict=True):
                 texts[index] = answer
     return [
@@ -194,9 +204,15 @@ def _run_generate(loaded: LoadedExpert, inputs: dict[str, torch.Tensor], kwargs:
 
 
 def _generate_batch(
-    loaded: LoadedExpert, prompts: list[str], use_chat_template: bool | None, generate_kwargs: dict[str, Any]
+    loaded: LoadedExpert,
+    prompts: list[str],
+    use_chat_template: bool | None,
+    generate_kwargs: dict[str, Any],
+    adapter_names: list[str] | None,
 ) -> list[str]:
     inputs = _encode(loaded, prompts, use_chat_template, generate_kwargs)
+    if adapter_names is not None:
+        generate_kwargs = {**generate_kwargs, "adapter_names": adapter_names}
     output = _run_generate(loaded, inputs, generate_kwargs)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return list(loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

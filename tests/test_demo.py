@@ -1,0 +1,50 @@
+"""Integration: the demo router with the six committed LoRA experts of SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from ir3de_hf.assets import smollm2_path
+from ir3de_hf.demo import DOMAINS, demo_experts_path, load_demo_router, sample_prompts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_router():
+    return load_demo_router()
+
+
+def test_demo_router_has_the_six_experts_registered(demo_router):
+    assert demo_router.expert_names == list(DOMAINS)
+    for spec in demo_router.config.expert_specs:
+        assert spec.kind == "adapter" and spec.source == str(demo_experts_path() / spec.name)
+    assert demo_router.config.aggregation == "mean"
+    assert int(demo_router.expert_counts.sum(dim=1).min()) > 500_000
+
+
+def test_second_load_comes_from_the_cache(demo_router):
+    again = load_demo_router()
+    assert torch.equal(again.expert_counts, demo_router.expert_counts)
+
+
+def test_routed_greedy_answer_equals_the_adapter_called_directly(demo_router):
+    prompts = sample_prompts(demo_router.tokenizer, tokens=32)
+    chosen = demo_router.route([prompts["code"], prompts["biomedical"]]).expert_names
+    assert chosen == ["code", "biomedical"]
+    results = demo_router.generate([prompts["code"], prompts["biomedical"]], max_new_tokens=12, do_sample=False)
+    tokenizer = demo_router.tokenizer
+    for result in results:
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(smollm2_path()), demo_experts_path() / result.expert
+        )
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": result.prompt}], tokenize=False, add_generation_prompt=True
+        )
+        inputs = tokenizer(chat, return_tensors="pt", add_special_tokens=False)
+        output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        direct = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert result.text == direct and result.reason == "routed"
