@@ -140,3 +140,27 @@ def zipf_ids():
         return ((ranks + offset) % vocab_size).reshape(shape)
 
     return draw
+
+
+# ---------------------------------------------------------------- loopback Hub (tests/hub_server.py)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path_factory):
+    """A loopback Hub that the real huggingface_hub / transformers clients talk to, with offline mode off and an
+    empty HF cache of this test's own (HF_ENDPOINT and HF_HUB_OFFLINE are read at import, so patch the constants)."""
+    import huggingface_hub.constants as hub_constants
+    import transformers.utils.hub as transformers_hub
+
+    from hub_server import LoopbackHub
+
+    server = LoopbackHub().start()
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(
+        hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers caches one HfApi with its first endpoint
+    yield server
+    server.stop()
