@@ -7,12 +7,23 @@ Importing the package registers `IR3DEConfig` and `IR3DERouterModel` with `AutoC
 
 from transformers import AutoConfig, AutoModel
 
+from .cards import CardInfo
 from .configuration_ir3de import ExpertSpec, IR3DEConfig
 from .modeling_ir3de import IR3DERouterModel, IR3DERouterOutput
+from .shared_statistics import ExpertStatistics, StatisticsError
 
 __version__ = "0.1.0.dev0"
 
 AutoConfig.register(IR3DEConfig.model_type, IR3DEConfig)
 AutoModel.register(IR3DEConfig, IR3DERouterModel)
 
-__all__ = ["ExpertSpec", "IR3DEConfig", "IR3DERouterModel", "IR3DERouterOutput", "__version__"]
+__all__ = [
+    "CardInfo",
+    "ExpertSpec",
+    "ExpertStatistics",
+    "IR3DEConfig",
+    "IR3DERouterModel",
+    "IR3DERouterOutput",
+    "StatisticsError",
+    "__version__",
+]

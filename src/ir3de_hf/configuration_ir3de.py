@@ -24,6 +24,8 @@ class ExpertSpec:
     """One expert of the registry: a name, and where its model lives (a Hub id or a local path).
 
     ``base_model`` is set for PEFT adapters (the model the adapter applies to); ``revision`` pins a Hub revision.
+    ``statistics`` is ``"moments"`` for an expert imported as moments ``(A_n, b_n)`` instead of a token histogram
+    (see [`IR3DERouterModel.add_expert`]); such an expert can be removed or replaced, not re-weighted by token.
     """
 
     name: str
@@ -31,6 +33,7 @@ class ExpertSpec:
     revision: str | None = None
     description: str | None = None
     base_model: str | None = None
+    statistics: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _EXPERT_NAME.match(self.name):
@@ -42,6 +45,11 @@ class ExpertSpec:
             value = getattr(self, attribute)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"Expert {self.name!r}: `{attribute}` must be a string or None, got {value!r}.")
+        if self.statistics not in (None, "moments"):
+            raise ValueError(
+                f"Expert {self.name!r}: `statistics` must be None (a token histogram) or 'moments', got "
+                f"{self.statistics!r}."
+            )
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ExpertSpec:
@@ -95,6 +103,11 @@ class IR3DEConfig(PreTrainedConfig):
             Further ids never counted and never voting (special tokens such as BOS/EOS or chat markers).
         tokenizer_fingerprint (`str`, *optional*):
             Hash of the tokenizer's vocabulary, to refuse statistics or experts from another tokenizer.
+        encoder_by_reference (`bool`, *optional*, defaults to `False`):
+            Set in a saved `config.json` when the embedding table was left out of `model.safetensors`; loading then
+            re-materialises it from `encoder` at `encoder_revision` and checks it against `encoder_sha256`.
+        encoder_sha256 (`str`, *optional*):
+            sha256 of the float32 embedding table, written with `encoder_by_reference` (and by shared moments).
 
     Example:
 
@@ -120,6 +133,8 @@ class IR3DEConfig(PreTrainedConfig):
     pad_token_id: int | None = None
     ignored_token_ids: list[int] = field(default_factory=list)
     tokenizer_fingerprint: str | None = None
+    encoder_by_reference: bool = False
+    encoder_sha256: str | None = None
     ir3de_format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:

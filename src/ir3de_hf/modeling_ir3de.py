@@ -8,12 +8,16 @@ re-derived whenever the statistics change, so routing a prompt is a gather of ``
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from huggingface_hub import CommitInfo
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
@@ -21,9 +25,11 @@ from transformers.utils import ModelOutput, cached_file
 
 from ._saving import atomic_directory
 from .aggregation import aggregate
+from .cards import CONFUSION_IMAGE, CardInfo, router_card
 from .configuration_ir3de import ExpertSpec, IR3DEConfig
 from .experts import ExpertPool
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
+from .shared_statistics import ExpertStatistics, check_compatible, embedding_fingerprint
 from .statistics import (
     augmented_moments,
     check_token_ids,
@@ -125,6 +131,11 @@ class IR3DERouterModel(PreTrainedModel):
         self._expert_pool: ExpertPool | None = None
         self._tables: _RoutingTables | None = None
         self._expert_moments: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(config.experts)
+        imported = sum(spec.statistics == "moments" for spec in config.expert_specs)
+        width = config.hidden_size + 1
+        self._store_imported_moments(
+            [(torch.zeros(width, width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64))] * imported
+        )
         self.register_load_state_dict_post_hook(lambda module, _: module._invalidate(forget_moments=True))
         self.post_init()
 
@@ -133,6 +144,8 @@ class IR3DERouterModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, IR3DERouterModel):
             init.zeros_(module.expert_counts)
+            for buffer in module._imported_buffers():
+                init.zeros_(buffer)
 
     # ------------------------------------------------------------------ construction
 
@@ -201,6 +214,7 @@ class IR3DERouterModel(PreTrainedModel):
         dataset: Any = None,
         text_column: str = "text",
         histogram: torch.Tensor | None = None,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
         source: str | None = None,
         revision: str | None = None,
         description: str | None = None,
@@ -210,18 +224,24 @@ class IR3DERouterModel(PreTrainedModel):
 
         Give exactly one of ``texts`` (strings, tokenized with the router's tokenizer), ``input_ids`` (with an
         optional ``attention_mask``; masked positions are not counted), ``dataset`` (a `datasets.Dataset` or
-        `IterableDataset` with a ``text_column``) or ``histogram`` (precomputed token counts, a length-V vector).
-        ``source``/``revision`` say where the expert model lives (Hub id or local path); ``base_model`` marks a PEFT
-        adapter.
+        `IterableDataset` with a ``text_column``), ``histogram`` (precomputed token counts, a length-V vector) or
+        ``moments`` (``(A_n, b_n)``, shapes (d+1, d+1) and (d+1,), computed with this router's encoder, e.g. imported
+        from the reference implementation: such an expert can be removed or replaced but not re-weighted by token,
+        and its ignored tokens cannot be taken out). ``source``/``revision`` say where the expert model lives (Hub id
+        or local path); ``base_model`` marks a PEFT adapter.
         """
         if name in self.expert_names:
             raise ValueError(f"An expert named {name!r} already exists; use update_expert({name!r}, ...) instead.")
-        entry = ExpertSpec(name, source, revision, description, base_model)
-        counts = self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram)
+        counts, imported = self._statistics(
+            name, texts, input_ids, attention_mask, dataset, text_column, histogram, moments
+        )
+        entry = ExpertSpec(name, source, revision, description, base_model, _statistics_kind(imported))
         if entry.source is not None:
             self.expert_pool.register(entry)
+        all_imported = [*self._imported_moments(), imported]
         self.expert_counts = torch.cat([self.expert_counts, counts[None].to(self.expert_counts.device)])
         self.config.experts = [*self.config.experts, entry.to_dict()]
+        self._store_imported_moments([pair for pair in all_imported if pair is not None])
         self._expert_moments.append(None)
         self._invalidate()
 
@@ -235,6 +255,7 @@ class IR3DERouterModel(PreTrainedModel):
         dataset: Any = None,
         text_column: str = "text",
         histogram: torch.Tensor | None = None,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
         source: str | None = None,
         revision: str | None = None,
         description: str | None = None,
@@ -244,22 +265,28 @@ class IR3DERouterModel(PreTrainedModel):
         given replace the old ones, the others are kept."""
         index = self._expert_index(name)
         old = self.config.expert_specs[index]
+        counts, imported = self._statistics(
+            name, texts, input_ids, attention_mask, dataset, text_column, histogram, moments
+        )
         entry = ExpertSpec(
             name,
             source if source is not None else old.source,
             revision if revision is not None else old.revision,
             description if description is not None else old.description,
             base_model if base_model is not None else old.base_model,
+            _statistics_kind(imported),
         )
-        counts = self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram)
         if entry.source is not None and entry != old:
             self.expert_pool.register(entry)
+        all_imported = self._imported_moments()
+        all_imported[index] = imported
         updated = self.expert_counts.clone()
         updated[index] = counts.to(updated.device)
         self.expert_counts = updated
         experts = list(self.config.experts)
         experts[index] = entry.to_dict()
         self.config.experts = experts
+        self._store_imported_moments([pair for pair in all_imported if pair is not None])
         self._expert_moments[index] = None
         self._invalidate()
 
@@ -269,8 +296,10 @@ class IR3DERouterModel(PreTrainedModel):
         if self._expert_pool is not None:
             self._expert_pool.unregister(name, missing_ok=True)
         keep = [i for i in range(self.num_experts) if i != index]
+        all_imported = self._imported_moments()
         self.expert_counts = self.expert_counts[keep].clone()
         self.config.experts = [self.config.experts[i] for i in keep]
+        self._store_imported_moments([all_imported[i] for i in keep if all_imported[i] is not None])  # type: ignore[misc]
         del self._expert_moments[index]
         self._invalidate()
 
@@ -279,6 +308,33 @@ class IR3DERouterModel(PreTrainedModel):
             known = ", ".join(self.expert_names) or "none"
             raise ValueError(f"No expert named {name!r}; the router's experts are: {known}.")
         return self.expert_names.index(name)
+
+    def _statistics(
+        self,
+        name: str,
+        texts: str | Sequence[str] | None,
+        input_ids: torch.Tensor | Sequence[Sequence[int]] | None,
+        attention_mask: torch.Tensor | Sequence[Sequence[int]] | None,
+        dataset: Any,
+        text_column: str,
+        histogram: torch.Tensor | None,
+        moments: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The expert's token histogram, or a row of zeros and its checked moments when ``moments`` is given."""
+        given = [
+            label for label, value in _sources(texts, input_ids, dataset, histogram, moments) if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f"Expert {name!r}: give exactly one of texts=, input_ids=, dataset= or histogram= (got "
+                f"{', '.join(given) or 'none'}); imported (A_n, b_n) statistics go in moments= instead."
+            )
+        if attention_mask is not None and input_ids is None:
+            raise ValueError(f"Expert {name!r}: attention_mask= only goes with input_ids=.")
+        if moments is not None:
+            checked = _check_moments(name, moments, self.config.hidden_size)
+            return torch.zeros(self.config.vocab_size, dtype=torch.int64), checked
+        return self._count(name, texts, input_ids, attention_mask, dataset, text_column, histogram), None
 
     def _count(
         self,
@@ -290,14 +346,6 @@ class IR3DERouterModel(PreTrainedModel):
         text_column: str,
         histogram: torch.Tensor | None,
     ) -> torch.Tensor:
-        given = [label for label, value in _sources(texts, input_ids, dataset, histogram) if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"Expert {name!r}: give exactly one of texts=, input_ids=, dataset= or histogram= (got "
-                f"{', '.join(given) or 'none'})."
-            )
-        if attention_mask is not None and input_ids is None:
-            raise ValueError(f"Expert {name!r}: attention_mask= only goes with input_ids=.")
         ignored = self.config.never_counted_ids
         vocab_size = self.config.vocab_size
         if histogram is not None:
@@ -330,6 +378,27 @@ class IR3DERouterModel(PreTrainedModel):
             )
         return self.tokenizer
 
+    # ------------------------------------------------------------------ imported moments
+
+    def _imported_buffers(self) -> list[torch.Tensor]:
+        return [self._buffers[key] for key in ("imported_moments_a", "imported_moments_b") if key in self._buffers]  # type: ignore[misc]
+
+    def _imported_moments(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per expert, its imported ``(A_n, b_n)`` or None for a histogram expert."""
+        buffers = self._imported_buffers()
+        pairs = iter(zip(*buffers, strict=True)) if buffers else iter(())
+        return [next(pairs) if spec.statistics == "moments" else None for spec in self.config.expert_specs]
+
+    def _store_imported_moments(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keeps the moments of imported experts (in registry order) as persistent float64 buffers; a router without
+        such experts has none, so its `model.safetensors` holds only the encoder and the histograms."""
+        for key in ("imported_moments_a", "imported_moments_b"):
+            self._buffers.pop(key, None)
+        if pairs:
+            device = self.expert_counts.device
+            self.register_buffer("imported_moments_a", torch.stack([a for a, _ in pairs]).to(device), persistent=True)
+            self.register_buffer("imported_moments_b", torch.stack([b for _, b in pairs]).to(device), persistent=True)
+
     # ------------------------------------------------------------------ solving
 
     def _invalidate(self, forget_moments: bool = False) -> None:
@@ -340,8 +409,13 @@ class IR3DERouterModel(PreTrainedModel):
     def _moments(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``A`` and ``B`` of all experts. Each expert's ``(A_n, b_n)`` is cached, so adding an expert costs one
         product over its own tokens and removing one costs nothing but the re-solve."""
+        imported = self._imported_moments()
         for index, cached in enumerate(self._expert_moments):
             if cached is None or cached[0].device != embedding.device:
+                pair = imported[index]
+                if pair is not None:
+                    self._expert_moments[index] = (pair[0].to(embedding.device), pair[1].to(embedding.device))
+                    continue
                 a_n, b_n = augmented_moments(embedding, self.expert_counts[index : index + 1])
                 self._expert_moments[index] = (a_n, b_n[:, 0])
         moments = [cached for cached in self._expert_moments if cached is not None]
@@ -488,25 +562,204 @@ class IR3DERouterModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ persistence
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:  # type: ignore[override]
-        """Saves config, statistics, encoder and tokenizer atomically: if anything fails midway, a previous save in
-        ``save_directory`` stays intact and loadable."""
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        encoder_by_reference: bool = False,
+        card: CardInfo | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Saves config, statistics, encoder, tokenizer and a model card (``README.md``) atomically: if anything fails
+        midway, a previous save in ``save_directory`` stays intact and loadable.
+
+        Args:
+            encoder_by_reference: leave the embedding table out of ``model.safetensors`` (for SmolLM2-135M, 113 MB of
+                the 115 MB); loading then re-materialises it from ``config.encoder`` (at ``encoder_revision``) and
+                checks its sha256. Needs ``config.encoder`` to name a model that loaders can reach.
+            card: what the card says beyond the router (repo id, evaluation report, datasets, license, tags).
+        """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
         self.config.check()
-        with atomic_directory(save_directory) as staging:
+        overrides: dict[str, Any] = {}
+        if encoder_by_reference:
+            if not self.config.encoder:
+                raise ValueError(
+                    "encoder_by_reference=True needs config.encoder (the Hub id or path of the model whose input "
+                    "embeddings this router uses); this router's encoder was given as a tensor. Set "
+                    "router.config.encoder, or save the router self-contained."
+                )
+            overrides = {
+                "encoder_by_reference": True,
+                "encoder_sha256": embedding_fingerprint(self.embed_tokens.weight),
+            }
+            kwargs["state_dict"] = {key: value for key, value in self.state_dict().items() if key != _ENCODER_KEY}
+        with atomic_directory(save_directory) as staging, _overridden(self.config, overrides):
             super().save_pretrained(staging, **kwargs)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(staging)
+            image = None
+            if card is not None and card.evaluation is not None:
+                from .evaluation import plot_confusion_matrix
+
+                image = plot_confusion_matrix(card.evaluation, staging / CONFUSION_IMAGE).name
+            router_card(self, card, confusion_image=image, encoder_by_reference=encoder_by_reference).save(
+                staging / "README.md"
+            )
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        create_pr: bool = False,
+        encoder_by_reference: bool = False,
+        card: CardInfo | None = None,
+    ) -> CommitInfo:
+        """Uploads config, statistics, tokenizer and the ir3de model card to ``repo_id`` in one commit (creating the
+        repository if needed) and returns the commit; ``from_pretrained(repo_id, revision=commit.oid)`` loads exactly
+        this version. See [`ir3de_hf.hub.push_router`] for the arguments."""
+        from .hub import push_router
+
+        return push_router(
+            self,
+            repo_id,
+            revision=revision,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            create_pr=create_pr,
+            encoder_by_reference=encoder_by_reference,
+            card=card,
+        )
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls, pretrained_model_name_or_path: str | os.PathLike[str], *model_args: Any, **kwargs: Any
     ) -> IR3DERouterModel:
-        """Loads a router saved with `save_pretrained` (local directory or Hub id), with its tokenizer if saved."""
+        """Loads a router saved with `save_pretrained` or pushed with `push_to_hub` (local directory or Hub id, with
+        ``revision=``), with its tokenizer if saved. A router saved with ``encoder_by_reference`` gets its embedding
+        table from its encoder repository, checked against the saved sha256; any failure raises before a router is
+        returned."""
+        hub_kwargs = _hub_kwargs(kwargs)
+        _require_ir3de_config(pretrained_model_name_or_path, hub_kwargs)
         router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        router.tokenizer = _saved_tokenizer(pretrained_model_name_or_path, kwargs)
+        if router.config.encoder_by_reference:
+            _materialise_encoder(router)
+        router.tokenizer = _saved_tokenizer(pretrained_model_name_or_path, hub_kwargs)
         return router
+
+    def add_expert_from_hub(
+        self,
+        statistics: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        name: str | None = None,
+        expert: str | None = None,
+        expert_revision: str | None = None,
+        base_model: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Adds an expert from published statistics (a Hub repository written by
+        [`ir3de_hf.hub.push_statistics_to_hub`], or a local directory): no text needed.
+
+        Args:
+            statistics: Hub id or local directory of the statistics; ``revision`` pins the Hub revision.
+            name: the expert's name here (defaults to the name stored with the statistics).
+            expert, expert_revision, base_model: where the expert model lives (as ``source``/``revision``/
+                ``base_model`` of [`add_expert`]).
+            description: defaults to the one stored with the statistics.
+
+        Statistics counted with another tokenizer (a different vocabulary fingerprint), or moments computed with
+        another embedding table, are refused with a `StatisticsError`; the router is left unchanged.
+        """
+        shared = ExpertStatistics.load(statistics, revision=revision)
+        check_compatible(shared, self, where=str(statistics))
+        self.add_expert(
+            name or shared.name,
+            histogram=shared.histogram,
+            moments=shared.moments,
+            source=expert,
+            revision=expert_revision,
+            description=description if description is not None else shared.description,
+            base_model=base_model,
+        )
+
+    def expert_statistics(self, name: str) -> ExpertStatistics:
+        """The shareable statistics of expert ``name`` (save them with ``.save(dir)`` or push them with
+        [`ir3de_hf.hub.push_statistics_to_hub`])."""
+        return ExpertStatistics.from_router(self, name)
+
+
+_ENCODER_KEY = "embed_tokens.weight"
+
+
+@contextmanager
+def _overridden(config: IR3DEConfig, values: dict[str, Any]) -> Iterator[None]:
+    """Sets config fields for the duration of a save only: a by-reference save must not change the router."""
+    saved = {key: getattr(config, key) for key in values}
+    for key, value in values.items():
+        setattr(config, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+
+
+def _hub_kwargs(load_kwargs: dict[str, Any]) -> dict[str, Any]:
+    keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
+    return {key: load_kwargs[key] for key in keys if key in load_kwargs}
+
+
+def _require_ir3de_config(name_or_path: str | os.PathLike[str], hub_kwargs: dict[str, Any]) -> None:
+    """Refuses, before any weight is read, a repository that is not an IR3DE router (transformers would only warn
+    and build a router from a foreign config)."""
+    config_file = cached_file(name_or_path, "config.json", **hub_kwargs)
+    try:
+        model_type = json.loads(Path(config_file).read_text()).get("model_type")  # type: ignore[arg-type]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{name_or_path}: config.json is not valid JSON ({error}).") from error
+    if model_type != IR3DEConfig.model_type:
+        raise ValueError(
+            f"{name_or_path} is not an IR3DE router: its config.json has model_type {model_type!r}, expected "
+            f"{IR3DEConfig.model_type!r}. Load it with the matching transformers class instead."
+        )
+
+
+def _materialise_encoder(router: IR3DERouterModel) -> None:
+    config = router.config
+    where = f"encoder {config.encoder!r}" + (
+        f" at revision {config.encoder_revision}" if config.encoder_revision else ""
+    )
+    try:
+        weight, _ = _encoder_embeddings(config.encoder, config.encoder_revision)  # type: ignore[arg-type]
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"This router was saved without its embedding table (encoder_by_reference) and its {where} could not "
+            f"be loaded: {error}"
+        ) from error
+    expected = (config.vocab_size, config.hidden_size)
+    if tuple(weight.shape) != expected:
+        raise ValueError(f"The {where} has embeddings of shape {tuple(weight.shape)}, the router needs {expected}.")
+    found = embedding_fingerprint(weight)
+    if found != config.encoder_sha256:
+        raise ValueError(
+            f"The {where} does not have the embedding table this router was saved with (sha256 {found[7:19]}… vs "
+            f"{str(config.encoder_sha256)[7:19]}…): the encoder repository changed. Pin encoder_revision to the "
+            "revision the router was built with."
+        )
+    with torch.no_grad():
+        router.embed_tokens.weight.copy_(weight.to(router.embed_tokens.weight.device))
+    config.encoder_by_reference = False
+    config.encoder_sha256 = None
+    router._invalidate(forget_moments=True)
 
 
 def _encoder_embeddings(
@@ -532,20 +785,54 @@ def _encoder_embeddings(
     return weight.detach().float(), reference
 
 
-def _saved_tokenizer(name_or_path: str | os.PathLike[str], load_kwargs: dict[str, Any]) -> Any:
-    hub_kwargs = {
-        key: load_kwargs[key]
-        for key in ("revision", "cache_dir", "token", "local_files_only", "subfolder")
-        if key in load_kwargs
-    }
+def _saved_tokenizer(name_or_path: str | os.PathLike[str], hub_kwargs: dict[str, Any]) -> Any:
     found = cached_file(
         name_or_path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
     )
     return AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs) if found else None
 
 
-def _sources(texts: Any, input_ids: Any, dataset: Any, histogram: Any) -> list[tuple[str, Any]]:
-    return [("texts=", texts), ("input_ids=", input_ids), ("dataset=", dataset), ("histogram=", histogram)]
+def _sources(texts: Any, input_ids: Any, dataset: Any, histogram: Any, moments: Any) -> list[tuple[str, Any]]:
+    return [
+        ("texts=", texts),
+        ("input_ids=", input_ids),
+        ("dataset=", dataset),
+        ("histogram=", histogram),
+        ("moments=", moments),
+    ]
+
+
+def _statistics_kind(imported: tuple[torch.Tensor, torch.Tensor] | None) -> str | None:
+    return None if imported is None else "moments"
+
+
+def _check_moments(
+    name: str, moments: tuple[torch.Tensor, torch.Tensor], hidden_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A_n, b_n)`` as float64 after checking what the math guarantees: shapes (d+1, d+1) and (d+1,), finite, ``A_n``
+    symmetric, and a positive token count (``A_n[d, d] == b_n[d]``, both the number of tokens)."""
+    if not isinstance(moments, tuple | list) or len(moments) != 2:
+        raise TypeError(f"Expert {name!r}: moments= must be a pair (A_n, b_n) of tensors.")
+    a, b = (torch.as_tensor(value).detach().to(torch.float64).cpu() for value in moments)
+    width = hidden_size + 1
+    if a.shape != (width, width) or b.shape != (width,):
+        raise ValueError(
+            f"Expert {name!r}: moments must have shapes ({width}, {width}) and ({width},) for this router's encoder "
+            f"(hidden size {hidden_size} plus the bias feature), got {tuple(a.shape)} and {tuple(b.shape)}: they "
+            "were computed with a different encoder."
+        )
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError(f"Expert {name!r}: moments contain NaN or infinite values.")
+    scale = float(a.abs().max())
+    if not torch.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(scale, 1.0)):
+        raise ValueError(f"Expert {name!r}: A_n must be symmetric (it is a sum of x x^T).")
+    tokens = float(b[-1])
+    if not tokens > 0 or abs(float(a[-1, -1]) - tokens) > 1e-6 * max(tokens, 1.0):
+        raise ValueError(
+            f"Expert {name!r}: the bias entries of the moments must both hold the token count (A_n[d, d] = "
+            f"{float(a[-1, -1])}, b_n[d] = {tokens}); these are not IR3DE moments over [x, 1] features."
+        )
+    return a, b
 
 
 def _text_batches(name: str, texts: Any, dataset: Any, text_column: str) -> tuple[Any, int | None]:

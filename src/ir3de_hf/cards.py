@@ -1,0 +1,223 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""Model cards for routers and statistics repositories, rendered from ``hub_cards/`` templates.
+
+Rendering never touches the network: the Hub's own YAML check runs only when a card is committed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from ._templates import template_path
+
+if TYPE_CHECKING:
+    from .evaluation import RoutingReport
+    from .modeling_ir3de import IR3DERouterModel
+    from .shared_statistics import ExpertStatistics
+
+__all__ = ["CONFUSION_IMAGE", "CardInfo", "IR3DEModelCardData", "hub_id", "router_card", "statistics_card"]
+
+CONFUSION_IMAGE = "confusion_matrix.png"
+_TAGS = ["ir3de", "router", "mixture-of-experts", "domain-routing"]
+
+
+class IR3DEModelCardData(ModelCardData):
+    """Card metadata with the ir3de_hf defaults: ``library_name``, the text-classification pipeline and ir3de tags."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("library_name", "ir3de_hf")
+        kwargs.setdefault("pipeline_tag", "text-classification")
+        tags = list(kwargs.pop("tags", None) or [])
+        kwargs["tags"] = _TAGS + [tag for tag in tags if tag not in _TAGS]
+        super().__init__(**kwargs)
+
+
+def hub_id(value: str | os.PathLike[str] | None) -> str | None:
+    """``value`` if it names a Hub repository, None for local paths and missing values (they mean nothing on the
+    Hub: a card links and a ``base_model`` only Hub ids)."""
+    if value is None:
+        return None
+    text = str(value)
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return None
+    return text
+
+
+@dataclass
+class CardInfo:
+    """What a router's card says beyond the router itself; pass it to ``save_pretrained(card=...)`` or
+    ``push_to_hub(card=...)``.
+
+    Args:
+        repo_id: the Hub id used in the usage snippet (set by ``push_to_hub``).
+        evaluation: a [`~ir3de_hf.evaluation.RoutingReport`]; adds accuracy, the confusion matrix (table and
+            ``confusion_matrix.png``) and a ``model-index``.
+        evaluation_dataset, evaluation_split: what ``evaluation`` was measured on (a Hub dataset id is linked).
+        datasets: Hub ids of the datasets the experts' statistics were counted on.
+        license, tags: card metadata (the ir3de tags are always added).
+    """
+
+    repo_id: str | None = None
+    evaluation: RoutingReport | None = None
+    evaluation_dataset: str | None = None
+    evaluation_split: str | None = None
+    datasets: list[str] | None = None
+    license: str = "apache-2.0"
+    tags: list[str] | None = None
+
+
+def router_card(
+    router: IR3DERouterModel,
+    info: CardInfo | None = None,
+    *,
+    confusion_image: str | None = None,
+    encoder_by_reference: bool = False,
+) -> ModelCard:
+    """The ``README.md`` of a saved or pushed router: YAML metadata (library, pipeline, tags, the encoder as
+    ``base_model``, datasets, license and a ``model-index`` when an evaluation is given), the expert table with links,
+    routing metrics and the confusion matrix, a usage snippet and the citation."""
+    info = info or CardInfo()
+    repo_id, evaluation = info.repo_id, info.evaluation
+    evaluation_dataset, evaluation_split = info.evaluation_dataset, info.evaluation_split
+    config = router.config
+    encoder = hub_id(config.encoder)
+    name = repo_id or "path/to/this/router"
+    title = repo_id.split("/")[-1] if repo_id else "IR3DE router"
+    eval_results = None
+    if evaluation is not None:
+        dataset = evaluation_dataset or "evaluation prompts"
+        eval_results = [
+            EvalResult(
+                task_type="text-classification",
+                task_name="Prompt routing",
+                dataset_type=hub_id(dataset) or dataset,
+                dataset_name=dataset,
+                dataset_split=evaluation_split,
+                metric_type="accuracy",
+                metric_value=round(evaluation.accuracy, 4),
+                metric_name="Routing accuracy",
+            ),
+            EvalResult(
+                task_type="text-classification",
+                task_name="Prompt routing",
+                dataset_type=hub_id(dataset) or dataset,
+                dataset_name=dataset,
+                dataset_split=evaluation_split,
+                metric_type="recall",
+                metric_value=round(evaluation.normalized_accuracy, 4),
+                metric_name="Normalised accuracy (mean recall)",
+            ),
+        ]
+    card_data = IR3DEModelCardData(
+        base_model=encoder,
+        datasets=info.datasets or None,
+        license=info.license,
+        tags=info.tags,
+        model_name=title,
+        eval_results=eval_results,
+    )
+    imported = router._imported_moments()
+    experts = [
+        {
+            "name": spec.name,
+            "model": _link(spec.source) if spec.source else "—",
+            "revision": f"`{spec.revision}`" if spec.revision else "main" if hub_id(spec.source) else "—",
+            "kind": ("adapter of " + (_link(spec.base_model) if spec.base_model else "?"))
+            if spec.kind == "adapter"
+            else "model",
+            "tokens": f"{_tokens(router, index, imported[index]):,}"
+            + (" (moments)" if imported[index] is not None else ""),
+            "description": (spec.description or "").replace("|", "\\|").replace("\n", " "),
+        }
+        for index, spec in enumerate(config.expert_specs)
+    ]
+    total = sum(_tokens(router, index, pair) for index, pair in enumerate(imported))
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path("model_card.md")),
+        title=title,
+        repo_id=name,
+        num_experts=len(experts),
+        experts=experts,
+        imported=any(pair is not None for pair in imported),
+        encoder=config.encoder,
+        encoder_revision=config.encoder_revision,
+        encoder_line=_encoder_line(config.encoder, config.encoder_revision, config.vocab_size, config.hidden_size),
+        aggregation=config.aggregation,
+        top_k=config.top_k,
+        ridge_lambda=config.ridge_lambda,
+        normalize_columns=config.normalize_columns,
+        total_tokens=f"{total:,}",
+        by_reference=encoder_by_reference,
+        evaluation=_evaluation(evaluation, evaluation_dataset, evaluation_split, confusion_image),
+    )
+
+
+def statistics_card(
+    statistics: ExpertStatistics, *, repo_id: str | None = None, expert: str | None = None
+) -> ModelCard:
+    """The ``README.md`` of a statistics repository (see [`ExpertStatistics`])."""
+    encoder = hub_id(statistics.encoder)
+    card_data = IR3DEModelCardData(
+        base_model=encoder if statistics.kind == "moments" else None,
+        license="apache-2.0",
+        tags=["ir3de-statistics"],
+        pipeline_tag=None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path("statistics_card.md")),
+        name=statistics.name,
+        repo_id=repo_id or "path/to/these/statistics",
+        expert=expert,
+        kind=statistics.kind,
+        tokens=f"{statistics.token_count:,}",
+        vocab_size=f"{statistics.vocab_size:,}",
+        tokenizer_fingerprint=statistics.tokenizer_fingerprint,
+        encoder=_link(statistics.encoder) if statistics.encoder else "—",
+        encoder_fingerprint=statistics.encoder_fingerprint,
+        description=statistics.description,
+    )
+
+
+def _link(value: str) -> str:
+    repo = hub_id(value)
+    return f"[{repo}](https://huggingface.co/{repo})" if repo else f"`{value}` (local)"
+
+
+def _tokens(router: IR3DERouterModel, index: int, imported: Any) -> int:
+    return round(float(imported[1][-1])) if imported is not None else int(router.expert_counts[index].sum())
+
+
+def _encoder_line(encoder: str | None, revision: str | None, vocab_size: int, hidden_size: int) -> str:
+    where = _link(encoder) if encoder else "an embedding table given in code"
+    pinned = f" at revision `{revision}`" if revision else ""
+    return f"{where}{pinned}: input embeddings, {vocab_size:,} tokens x {hidden_size} dimensions, frozen"
+
+
+def _evaluation(
+    report: RoutingReport | None, dataset: str | None, split: str | None, image: str | None
+) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    prompts = sum(sum(row) for row in report.confusion)
+    return {
+        "dataset": _link(dataset) if dataset and hub_id(dataset) else (dataset or "held-out prompts"),
+        "split": split,
+        "prompts": f"{prompts:,}",
+        "accuracy": f"{report.accuracy:.1%}",
+        "normalized_accuracy": f"{report.normalized_accuracy:.1%}",
+        "confusion": report.confusion_markdown(),
+        "image": image,
+    }
