@@ -1,0 +1,399 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The ``ir3de`` command: fit a router, add or remove experts, route prompts, run the demo.
+
+Each subcommand is a `Command` in `COMMANDS`: a name, help texts with examples, a function that declares its
+arguments and a function that runs it and returns the exit code. To add one, write the two functions and append a
+`Command`. Exit codes: 0 success, 1 an error with a one-line message on stderr (missing file, bad data, unknown
+expert), 2 a usage error (reported by argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "Command", "main"]
+
+EXPECTED_ERRORS = (ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    epilog: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def expert_spec(value: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; argparse reports a malformed spec as a usage error (exit 2)."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
+    return name, path
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------------- fit
+
+
+def _counting_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expert",
+        dest="experts",
+        metavar="NAME=PATH",
+        type=expert_spec,
+        action="append",
+        required=True,
+        help="an expert and its text: a directory of .txt files, a .parquet/.jsonl file (or glob) with a text "
+        "column, or a dataset id; repeat for each expert",
+    )
+    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--split", default="train", help="split of a dataset id (default: train)")
+    parser.add_argument("--max-tokens", type=_positive_int, help="token budget per expert (default: all the text)")
+    parser.add_argument("--batch-size", type=_positive_int, default=1024, help="texts tokenized at once (1024)")
+    parser.add_argument("--num-proc", type=_positive_int, help="tokenizer worker processes per fitting process")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="save partial counts here and resume from them if present (a killed fit continues where it stopped)",
+    )
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=100, help="batches between checkpoints")
+    parser.add_argument(
+        "--source",
+        dest="sources",
+        metavar="NAME=MODEL",
+        type=expert_spec,
+        action="append",
+        default=[],
+        help="where expert NAME's model lives (Hub id or local path), for generation; repeatable",
+    )
+    parser.add_argument("--base-model", help="base model of the experts given with --source that are PEFT adapters")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", required=True, help="causal LM (Hub id or local path) whose embeddings to use")
+    parser.add_argument("--output", required=True, type=Path, help="directory to save the fitted router in")
+    _counting_arguments(parser)
+    parser.add_argument("--ridge-lambda", type=float, help="ridge penalty λ (default 1e-2)")
+    parser.add_argument("--aggregation", choices=("mean", "majority_vote", "entropy_top_k"), help="default: mean")
+    parser.add_argument("--top-k", type=_positive_int, help="tokens that vote with entropy_top_k (default 10)")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .distributed import broadcast_from_main, process_state
+    from .fitting import count_experts
+    from .modeling_ir3de import IR3DERouterModel
+
+    state = process_state()
+    settings = {
+        key: value
+        for key, value in (
+            ("ridge_lambda", args.ridge_lambda),
+            ("aggregation", args.aggregation),
+            ("top_k", args.top_k),
+        )
+        if value is not None
+    }
+    sources = _sources(args)
+    router = None
+    if state.is_main_process:  # only the main process needs the embedding table: it solves and saves
+        router = IR3DERouterModel.from_encoder(args.encoder, **settings)
+        tokenizer = router.tokenizer
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.encoder)
+    vocab_size, ignored = broadcast_from_main(
+        (router.config.vocab_size, router.config.never_counted_ids) if router is not None else None
+    )
+    result = count_experts(
+        sources, tokenizer=tokenizer, vocab_size=vocab_size, ignored_token_ids=ignored, **_options(args)
+    )
+    if router is not None:
+        fields = _expert_fields(args)
+        for name, histogram in result.histograms.items():
+            router.add_expert(name, histogram=histogram, **fields.get(name, {}))
+        router.save_pretrained(args.output)
+        _summary(result, f"fitted {len(sources)} expert(s); saved the router to {args.output}")
+    state.wait_for_everyone()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- experts
+
+
+def _add_expert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id)")
+    _counting_arguments(parser)
+    parser.add_argument("--replace", action="store_true", help="refit experts the router already has")
+    parser.add_argument("--output", type=Path, help="save here instead of over ROUTER")
+
+
+def _add_expert(args: argparse.Namespace) -> int:
+    from .distributed import process_state
+    from .fitting import fit_experts
+
+    router = _load_router(args.router)
+    sources = _sources(args)
+    fields = _expert_fields(args)
+    result = fit_experts(router, sources, replace=args.replace, expert_fields=fields, **_options(args))
+    state = process_state()
+    if state.is_main_process:
+        output = args.output or Path(args.router)
+        router.save_pretrained(output)
+        _summary(
+            result, f"added {', '.join(sources)}; the router has {router.num_experts} expert(s); saved to {output}"
+        )
+    state.wait_for_everyone()
+    return 0
+
+
+def _remove_expert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id)")
+    parser.add_argument("names", nargs="+", metavar="NAME", help="experts to remove")
+    parser.add_argument("--output", type=Path, help="save here instead of over ROUTER")
+
+
+def _remove_expert(args: argparse.Namespace) -> int:
+    router = _load_router(args.router)
+    for name in args.names:
+        router.remove_expert(name)
+    output = args.output or Path(args.router)
+    router.save_pretrained(output)
+    print(
+        f"removed {', '.join(args.names)}; experts left: {', '.join(router.expert_names) or 'none'}; saved to {output}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- route
+
+
+def _route_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id)")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="prompts to route (default: all of stdin as one)")
+    parser.add_argument(
+        "--file", dest="files", type=Path, action="append", default=[], help="a prompt read from a file"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list with the scores of every expert")
+
+
+def _route(args: argparse.Namespace) -> int:
+    prompts = list(args.texts) + [path.read_text(encoding="utf-8") for path in args.files]
+    if not prompts:
+        prompts = [sys.stdin.read()]
+    router = _load_router(args.router)
+    output = router.route(prompts)
+    results = []
+    for row, prompt in enumerate(prompts):
+        scores = dict(zip(router.expert_names, output.logits[row].tolist(), strict=True))
+        results.append(
+            {
+                "expert": output.expert_names[row],
+                "margin": float(output.margins[row]),
+                "no_evidence": bool(output.no_evidence[row]),
+                "scores": scores,
+                "text": prompt,
+            }
+        )
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return 0
+    for result in results:
+        ranked = sorted(result["scores"].items(), key=lambda item: -item[1])
+        details = "  ".join(f"{name}={score:.3f}" for name, score in ranked)
+        expert = result["expert"] or "(no evidence)"
+        print(f"{expert}\tmargin={result['margin']:.3f}\t{details}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens each expert generates")
+    parser.add_argument("--rebuild", action="store_true", help="refit the cached demo router")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import load_demo_router, sample_prompts
+
+    router = load_demo_router(rebuild=args.rebuild)
+    prompts = sample_prompts(router.tokenizer)
+    results = router.generate(list(prompts.values()), max_new_tokens=args.max_new_tokens, do_sample=False)
+    for domain, result in zip(prompts, results, strict=True):
+        print(f"[{domain}] -> {result.expert} (margin {result.margin:.2f})\n  prompt: {result.prompt[:160]!r}")
+        print(f"  answer: {result.text[:240]!r}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _sources(args: argparse.Namespace) -> dict[str, str]:
+    from .configuration_ir3de import ExpertSpec
+
+    sources: dict[str, str] = {}
+    for name, path in args.experts:
+        ExpertSpec(name)  # a bad name fails now, not after hours of counting
+        if name in sources:
+            raise ValueError(f"expert {name!r} is given twice")
+        sources[name] = path
+    unknown = sorted({name for name, _ in args.sources} - set(sources))
+    if unknown:
+        raise ValueError(f"--source names expert(s) {unknown} that no --expert gives")
+    return sources
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "text_column": args.text_column,
+        "split": args.split,
+        "batch_size": args.batch_size,
+        "max_tokens": args.max_tokens,
+        "num_proc": args.num_proc,
+        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_every": args.checkpoint_every,
+        "progress": not args.quiet,
+    }
+
+
+def _expert_fields(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Registry fields per expert from ``--source NAME=MODEL`` and ``--base-model``."""
+    return {name: {"source": model, "base_model": args.base_model} for name, model in args.sources}
+
+
+def _load_router(name_or_path: str) -> Any:
+    from .modeling_ir3de import IR3DERouterModel
+
+    path = Path(name_or_path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{name_or_path!r} is not a saved router (no config.json there)")
+        return IR3DERouterModel.from_pretrained(name_or_path)
+    try:
+        return IR3DERouterModel.from_pretrained(name_or_path)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a router directory nor a loadable Hub repository ({error})"
+        ) from error
+
+
+def _summary(result: Any, what: str) -> None:
+    tokens = ", ".join(
+        f"{name}: {count:,} tokens / {result.texts[name]:,} texts" for name, count in result.tokens.items()
+    )
+    shares = " / ".join(f"{count:,}" for count in result.tokens_per_process)
+    processes = (
+        f" on {result.num_processes} processes (tokens per process: {shares})" if result.num_processes > 1 else ""
+    )
+    print(f"{what} ({tokens}){processes}, {result.tokens_per_second:,.0f} tokens/s")
+
+
+# ---------------------------------------------------------------------------------------------------- table
+
+COMMANDS: list[Command] = [
+    Command(
+        "fit",
+        "fit a new router on each expert's text",
+        """examples:
+  ir3de fit --encoder HuggingFaceTB/SmolLM2-135M-Instruct --expert code=data/code/ --expert legal=legal.parquet \\
+      --output my-router
+  ir3de fit --encoder ./smollm2 --expert bio=corpus/bio-*.jsonl --max-tokens 100000000 --checkpoint-dir ckpt \\
+      --output my-router                        # run it again after a crash: it resumes from ckpt
+  ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 8 -m ir3de_hf fit ...   # 8 processes, exact same result
+  accelerate launch --multi_gpu --num_processes 8 -m ir3de_hf fit ...""",
+        _fit_arguments,
+        _fit,
+    ),
+    Command(
+        "add-expert",
+        "count new experts' text and add them to a saved router",
+        """examples:
+  ir3de add-expert my-router --expert fiction=books/ --source fiction=my-org/smollm2-fiction-lora \\
+      --base-model HuggingFaceTB/SmolLM2-135M-Instruct
+  ir3de add-expert my-router --expert code=more-code.parquet --replace --output my-router-v2""",
+        _add_expert_arguments,
+        _add_expert,
+    ),
+    Command(
+        "remove-expert",
+        "remove experts from a saved router (the others keep their statistics)",
+        """examples:
+  ir3de remove-expert my-router legal
+  ir3de remove-expert my-router legal fiction --output smaller-router""",
+        _remove_expert_arguments,
+        _remove_expert,
+    ),
+    Command(
+        "route",
+        "print the expert each prompt goes to, with every expert's score",
+        """examples:
+  ir3de route my-router "def main():\\n    return 0" "The Licensee shall not sublicense the Software."
+  ir3de route my-router --file prompt.txt --json
+  cat prompt.txt | ir3de route my-router""",
+        _route_arguments,
+        _route,
+    ),
+    Command(
+        "demo",
+        "route one test prompt per domain with the demo router and let each chosen expert answer",
+        """examples:
+  ir3de demo
+  ir3de demo --max-new-tokens 64 --rebuild""",
+        _demo_arguments,
+        _demo,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ir3de",
+        description="IR3DE linear router: fit it on each expert's text, manage experts, route prompts.",
+        epilog="Run 'ir3de COMMAND --help' for the options and examples of a command.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.configure(subparser)
+        subparser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ir3de`` console script; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "texts", None) is not None and not any(item.startswith("-") for item in extra):
+        args.texts += extra  # prompts given after options: ``ir3de route DIR --json "text"``
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.run(args))
+    except EXPECTED_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"ir3de {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ir3de {args.command}: interrupted", file=sys.stderr)
+        return 130

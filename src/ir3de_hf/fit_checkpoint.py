@@ -1,0 +1,100 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""Checkpoints of a fit in progress: one safetensors file per process with its partial histograms and, in the file's
+metadata, the position each expert's stream reached.
+
+Counts and position are written together in one file that replaces the previous one atomically (temporary file,
+fsync, ``os.replace``), so a process killed at any moment leaves either the old or the new checkpoint, and the
+counts in it are exactly those of the texts before its position: a resumed fit counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+__all__ = ["ExpertProgress", "FitCheckpoint", "checkpoint_path"]
+
+FORMAT = "ir3de-fit-state/1"
+
+
+@dataclass
+class ExpertProgress:
+    """How far one expert's stream was counted on this process."""
+
+    texts: int = 0
+    tokens: int = 0
+    done: bool = False
+    position: dict[str, Any] | None = None  # IterableDataset.state_dict() after the last counted batch
+
+
+@dataclass
+class FitCheckpoint:
+    """The state of one process: partial histograms (N x V, int64) and each expert's progress.
+
+    ``identity`` describes the fit (experts and their data, vocabulary, process count, batching, budget); a checkpoint
+    is only resumed by the same fit.
+    """
+
+    identity: dict[str, Any]
+    counts: torch.Tensor
+    progress: list[ExpertProgress] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        metadata = {
+            "format": FORMAT,
+            "identity": json.dumps(self.identity, sort_keys=True),
+            "progress": json.dumps([asdict(entry) for entry in self.progress]),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            save_file({"counts": self.counts.contiguous()}, temporary, metadata=metadata)
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    @classmethod
+    def load(cls, path: Path, identity: dict[str, Any]) -> FitCheckpoint | None:
+        """The checkpoint at ``path`` if there is one; an error if it belongs to another fit."""
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an ir3de fit checkpoint (format {metadata.get('format')!r}).")
+        saved = json.loads(metadata["identity"])
+        if saved != json.loads(json.dumps(identity, sort_keys=True)):
+            changed = sorted(key for key in set(saved) | set(identity) if saved.get(key) != identity.get(key))
+            raise ValueError(
+                f"The checkpoint in {path.parent} belongs to a different fit (it differs in: {', '.join(changed)}). "
+                "Resume with the same experts, data and options, or use another checkpoint directory."
+            )
+        progress = [ExpertProgress(**entry) for entry in json.loads(metadata["progress"])]
+        return cls(identity, load_file(str(path))["counts"], progress)
+
+
+def checkpoint_path(directory: str | os.PathLike[str], rank: int, world_size: int) -> Path:
+    """The checkpoint file of process ``rank``; other process counts' files in the same directory are refused."""
+    directory = Path(directory)
+    others = sorted(
+        other.name
+        for other in directory.glob("fit-state-*.safetensors")
+        if not other.name.endswith(f"-of-{world_size:05d}.safetensors")
+    )
+    if others:
+        raise ValueError(
+            f"{directory} holds a fit checkpoint made with a different number of processes ({others[0]}); resume it "
+            f"with that number of processes, or use another checkpoint directory."
+        )
+    return directory / f"fit-state-{rank:05d}-of-{world_size:05d}.safetensors"
