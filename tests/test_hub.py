@@ -96,7 +96,7 @@ def test_missing_repo_revision_and_foreign_model_type_are_clear_errors(hub, fitt
         IR3DERouterModel.from_pretrained("org/nope")
     with pytest.raises(OSError, match="v9 is not a valid git identifier"):
         IR3DERouterModel.from_pretrained("org/router", revision="v9")
-    with pytest.raises(ValueError, match="org/llama is not an IR3DE router: its config.json has model_type 'llama'"):
+    with pytest.raises(ValueError, match=r"org/llama is not an IR3DE router: its config\.json has model_type 'llama'"):
         IR3DERouterModel.from_pretrained("org/llama")
     with pytest.raises(ValueError, match="org/llama is not an IR3DE router"):
         pull_router("org/llama", tmp_path / "pulled")
@@ -131,9 +131,10 @@ def test_encoder_by_reference_leaves_the_table_out_and_pins_the_encoder(hub, enc
     assert full_size - ref_size >= table_bytes
     (tmp_path / "ref.safetensors").write_bytes(hub.files("org/by-ref")["model.safetensors"])
     assert set(load_file(tmp_path / "ref.safetensors")) == {"expert_counts"}
-    assert "Encoder:** [org/tiny-encoder](https://huggingface.co/org/tiny-encoder)" in hub.files("org/by-ref")[
-        "README.md"
-    ].decode()
+    assert (
+        "Encoder:** [org/tiny-encoder](https://huggingface.co/org/tiny-encoder)"
+        in hub.files("org/by-ref")["README.md"].decode()
+    )
 
     loaded = IR3DERouterModel.from_pretrained("org/by-ref")
     assert_same_router(loaded, router, prompts_of(domain_texts))
