@@ -164,3 +164,28 @@ def hub(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers caches one HfApi with its first endpoint
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- fitting (issue 8)
+
+
+@pytest.fixture(scope="session")
+def fit_data(domain_texts: dict[str, list[str]], tmp_path_factory) -> dict[str, Path]:
+    """The three domains on disk in the three file kinds a fit reads: ``code`` as a directory with one ``.txt`` per
+    text (7 files, an odd count, so two processes get unequal shares), ``legal`` as a parquet file and ``docs`` as
+    a jsonl file, both with a ``text`` column."""
+    import json
+
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("fit-data")
+    (root / "code").mkdir()
+    for index, text in enumerate(domain_texts["code"][:7]):
+        (root / "code" / f"{index:03d}.txt").write_text(text)
+    pd.DataFrame({"text": domain_texts["legal"], "n": range(len(domain_texts["legal"]))}).to_parquet(
+        root / "legal.parquet"
+    )
+    with open(root / "docs.jsonl", "w") as handle:
+        for text in domain_texts["docs"]:
+            handle.write(json.dumps({"text": text}) + "\n")
+    return {"code": root / "code", "legal": root / "legal.parquet", "docs": root / "docs.jsonl"}

@@ -1,0 +1,105 @@
+"""The `ir3de` command: fit, add and remove experts, route, with the exit codes and messages a shell user expects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ir3de_hf import IR3DERouterModel
+from ir3de_hf.cli import COMMANDS, build_parser, main
+
+
+@pytest.fixture
+def fitted(expert_dir, fit_data, tmp_path, capsys):
+    router = tmp_path / "router"
+    arguments = ["fit", "--encoder", str(expert_dir), "--output", str(router), "--quiet", "--aggregation", "mean"]
+    arguments += ["--expert", f"code={fit_data['code']}", "--expert", f"legal={fit_data['legal']}"]
+    assert main(arguments) == 0
+    assert "fitted 2 expert(s); saved the router to" in capsys.readouterr().out
+    return router
+
+
+def test_fit_saves_a_router_equal_to_counting_the_texts(fitted, domain_texts):
+    router = IR3DERouterModel.from_pretrained(fitted)
+    assert router.expert_names == ["code", "legal"]
+    reference = IR3DERouterModel.from_encoder(router.embed_tokens, router.tokenizer)
+    reference.add_expert("code", texts=domain_texts["code"][:7])
+    reference.add_expert("legal", texts=domain_texts["legal"])
+    assert torch.equal(router.expert_counts, reference.expert_counts)
+
+
+def test_route_prints_the_expert_and_scores(fitted, domain_texts, capsys):
+    prompts = [domain_texts["code"][20], domain_texts["legal"][3]]
+    expected = IR3DERouterModel.from_pretrained(fitted).route(prompts)
+    capsys.readouterr()
+
+    assert main(["route", str(fitted), *prompts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == expected.expert_names
+    for line, margin in zip(lines, expected.margins.tolist(), strict=True):
+        assert f"margin={margin:.3f}" in line and "code=" in line and "legal=" in line
+
+    assert main(["route", str(fitted), "--json", prompts[1]]) == 0  # options before or after the prompts
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["expert"] == expected.expert_names[1] and result["text"] == prompts[1]
+    assert result["no_evidence"] is False
+    assert result["scores"] == dict(zip(["code", "legal"], expected.logits[1].tolist(), strict=True))
+    assert result["margin"] == pytest.approx(float(expected.margins[1]))
+
+
+def test_add_and_remove_experts(fitted, fit_data, expert_dir, tmp_path, capsys):
+    arguments = ["add-expert", str(fitted), "--expert", f"docs={fit_data['docs']}", "--quiet"]
+    arguments += ["--source", f"docs={expert_dir}", "--output", str(tmp_path / "bigger")]
+    assert main(arguments) == 0
+    bigger = IR3DERouterModel.from_pretrained(tmp_path / "bigger")
+    assert bigger.expert_names == ["code", "legal", "docs"]
+    assert bigger.config.expert_specs[2].source == str(expert_dir)
+    assert IR3DERouterModel.from_pretrained(fitted).expert_names == ["code", "legal"]  # --output: original kept
+
+    assert main(["remove-expert", str(tmp_path / "bigger"), "legal"]) == 0
+    smaller = IR3DERouterModel.from_pretrained(tmp_path / "bigger")
+    assert smaller.expert_names == ["code", "docs"]
+    assert torch.equal(smaller.expert_counts, bigger.expert_counts[[0, 2]])
+    assert "experts left: code, docs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["remove-expert", "{router}", "nope"], "No expert named 'nope'"),
+        (["route", "{tmp}/missing-router", "hello"], "missing-router"),
+        (["add-expert", "{router}", "--expert", "more={tmp}/missing"], "No such file or directory"),
+        (["add-expert", "{router}", "--expert", "code={tmp}"], "already has expert"),
+        (["add-expert", "{router}", "--expert", "bad name={tmp}"], "Invalid expert name"),
+    ],
+)
+def test_expected_errors_exit_1_with_one_line(fitted, tmp_path, capsys, arguments, message):
+    filled = [argument.format(router=fitted, tmp=tmp_path) for argument in arguments]
+    assert main(filled) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    [error_line] = [line for line in captured.err.splitlines() if "error" in line]  # besides transformers' bars
+    assert error_line.startswith(f"ir3de {filled[0]}: error: ")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [[], ["fit", "--encoder", "x", "--output", "y", "--expert", "no-equals-sign"], ["route"], ["nosuchcommand"]],
+)
+def test_usage_errors_exit_2(arguments, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    assert "usage: ir3de" in capsys.readouterr().err
+
+
+def test_every_command_has_help_with_examples():
+    parser = build_parser()
+    assert [command.name for command in COMMANDS] == ["fit", "add-expert", "remove-expert", "route", "demo"]
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([command.name, "--help"])
+        assert exit_info.value.code == 0
+        assert f"ir3de {command.name}" in command.epilog
