@@ -138,6 +138,8 @@ class IR3DERouterModel(PreTrainedModel):
         )
         self.register_load_state_dict_post_hook(lambda module, _: module._invalidate(forget_moments=True))
         self.post_init()
+        if config.encoder_by_reference:  # the table is re-materialised from the encoder after loading
+            self._keys_to_ignore_on_load_missing.add(rf"^{_ENCODER_KEY}$")  # type: ignore[union-attr]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
