@@ -15,7 +15,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="ir3de-test-hf-home-"))
+if "HF_HOME" not in os.environ:  # a throwaway HF cache, removed when the test session ends
+    _HF_HOME = tempfile.TemporaryDirectory(prefix="ir3de-test-hf-home-")
+    os.environ["HF_HOME"] = _HF_HOME.name
 
 import pytest
 import torch
