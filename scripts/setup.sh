@@ -12,3 +12,7 @@ VENV="${VENV:-.venv}"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     apt-get update -qq
 fi
+# The Space's browser test drives Debian's headless Chromium through its chromedriver (selenium, in the dev extra).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
