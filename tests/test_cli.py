@@ -97,7 +97,8 @@ def test_usage_errors_exit_2(arguments, capsys):
 
 def test_every_command_has_help_with_examples():
     parser = build_parser()
-    assert [command.name for command in COMMANDS] == ["fit", "add-expert", "remove-expert", "route", "demo"]
+    names = ["fit", "add-expert", "remove-expert", "route", "eval", "push", "pull", "demo"]
+    assert [command.name for command in COMMANDS] == names
     for command in COMMANDS:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([command.name, "--help"])

@@ -240,6 +240,99 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- eval
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id) whose expert names are the domains")
+    parser.add_argument(
+        "--data",
+        help="a .parquet/.jsonl file with text and domain columns (default: the ir3de-multidomain test split)",
+    )
+    parser.add_argument("--tokens", type=_positive_int, nargs="+", default=[16, 64, 256], help="prompt lengths")
+    parser.add_argument("--output", type=Path, help="write report.json and confusion matrix PNGs here")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_routing, plot_confusion_matrix
+
+    if args.data:
+        from datasets import load_dataset
+
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(args.data).suffix)
+        if kind is None:
+            raise ValueError(f"{args.data}: expected a .parquet or .jsonl file with text and domain columns")
+        rows = load_dataset(kind, data_files=args.data, split="train")
+        if "domain" not in rows.column_names or "text" not in rows.column_names:
+            raise ValueError(f"{args.data} has no 'domain' column to evaluate against")
+        texts, domains = list(rows["text"]), list(rows["domain"])
+    else:
+        from .data import load_benchmark
+
+        test = load_benchmark()["test"]
+        texts, domains = list(test["text"]), list(test["domain"])
+    reports = evaluate_routing(_load_router(args.router), texts, domains, args.tokens)
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        payload = {str(n): report.to_dict() for n, report in reports.items()}
+        (args.output / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+        for n, report in reports.items():
+            plot_confusion_matrix(report, args.output / f"confusion_{n}.png", title=f"{n}-token prompts")
+    if args.json:
+        print(json.dumps({str(n): report.to_dict() for n, report in reports.items()}, indent=2))
+        return 0
+    for n, report in reports.items():
+        accuracy, normalized = report.accuracy, report.normalized_accuracy
+        print(f"{n}-token prompts: accuracy {accuracy:.1%}, normalised accuracy {normalized:.1%}")
+    print(reports[max(reports)].confusion_markdown())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- push / pull
+
+
+def _push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router directory")
+    parser.add_argument("repo_id", help="the Hub repository, e.g. me/my-router (created if missing)")
+    parser.add_argument("--revision", help="an existing branch to push to (default: main)")
+    parser.add_argument("--message", help="commit message")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--encoder-by-reference",
+        action="store_true",
+        help="leave the embedding table out; it is rebuilt from the encoder repository at load time",
+    )
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_router
+
+    commit = push_router(
+        args.router,
+        args.repo_id,
+        revision=args.revision,
+        commit_message=args.message,
+        private=args.private or None,
+        encoder_by_reference=args.encoder_by_reference,
+    )
+    print(f"pushed {args.router} to {args.repo_id} at {commit.oid}")
+    return 0
+
+
+def _pull_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo_id", help="the Hub repository of a router")
+    parser.add_argument("--revision", help="branch, tag or commit (default: main)")
+    parser.add_argument("--local-dir", type=Path, help="copy the files here (default: the HF cache)")
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from .hub import pull_router
+
+    print(pull_router(args.repo_id, args.local_dir, revision=args.revision))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
@@ -347,6 +440,33 @@ COMMANDS: list[Command] = [
   cat prompt.txt | ir3de route my-router""",
         _route_arguments,
         _route,
+    ),
+    Command(
+        "eval",
+        "routing accuracy and confusion matrices of a router on labelled prompts cut to several lengths",
+        """examples:
+  ir3de eval my-router                                  # the ir3de-multidomain test split, 16/64/256 tokens
+  ir3de eval my-router --data held_out.jsonl --tokens 32 --output eval/ --json""",
+        _eval_arguments,
+        _eval,
+    ),
+    Command(
+        "push",
+        "upload a saved router (config, weights, tokenizer, model card) to the Hub",
+        """examples:
+  ir3de push my-router me/ir3de-smollm2
+  ir3de push my-router me/ir3de-smollm2 --encoder-by-reference --message 'add the fiction expert'""",
+        _push_arguments,
+        _push,
+    ),
+    Command(
+        "pull",
+        "download a router from the Hub and print where it is",
+        """examples:
+  ir3de pull me/ir3de-smollm2
+  ir3de pull me/ir3de-smollm2 --revision 0123abcd --local-dir ./router""",
+        _pull_arguments,
+        _pull,
     ),
     Command(
         "demo",

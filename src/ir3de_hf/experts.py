@@ -24,18 +24,9 @@ from typing import Any
 
 import torch
 from accelerate import init_empty_weights
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ._hub_files import hub_file
 from .configuration_ir3de import ExpertSpec
 from .tokenization import vocabulary_fingerprint
 
@@ -283,19 +274,8 @@ def _locate(name: str, source: str, revision: str | None, filename: str, role: s
     if local.exists() or source.startswith((".", "/", "~")):
         raise ValueError(f"Expert {name!r}: {role} {source!r} is not a directory.")
     where = f"Expert {name!r}: {role} {source!r} (revision {revision or 'main'})"
-    try:
-        return Path(hf_hub_download(source, filename, revision=revision)).parent
-    except LocalEntryNotFoundError as error:  # a subclass of EntryNotFoundError: test it first
-        raise ValueError(
-            f"{where} has no {filename} in the HF cache and the Hub cannot be reached; download it while online "
-            "or pass a local directory."
-        ) from error
-    except (RemoteEntryNotFoundError, EntryNotFoundError):
-        return None
-    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as error:
-        raise ValueError(f"{where} is neither a local directory nor a Hub repository: {error}") from error
-    except HfHubHTTPError as error:
-        raise ValueError(f"{where} could not be fetched from the Hub: {error}") from error
+    found = hub_file(source, filename, revision, where=where, missing_ok=True)
+    return found.parent if found is not None else None
 
 
 def _module_bytes(model: Any) -> int:

@@ -15,8 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from huggingface_hub import CommitInfo, HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, snapshot_download
 
+from ._hub_files import hub_file
 from .cards import CardInfo, hub_id
 
 if TYPE_CHECKING:
@@ -96,7 +97,10 @@ def pull_router(
     """Downloads a router repository (into ``local_dir``, or the HF cache) and returns its directory, after checking
     that it is an IR3DE router. ``IR3DERouterModel.from_pretrained`` on the result loads it offline (a router pushed by
     reference still needs its encoder, which is fetched at load time)."""
-    config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
+    where = f"Router {repo_id!r} (revision {revision or 'main'})"
+    config_file = hub_file(repo_id, "config.json", revision, where=where, token=token)
+    assert config_file is not None
+    config = json.loads(config_file.read_text())
     if config.get("model_type") != "ir3de":
         raise ValueError(
             f"{repo_id} is not an IR3DE router: its config.json has model_type {config.get('model_type')!r}, expected "

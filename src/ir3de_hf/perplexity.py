@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["NLLTotal", "text_nll"]
+__all__ = ["NLLTotal", "per_text_nll", "text_nll"]
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,21 @@ class NLLTotal:
         return math.exp(self.nll / self.tokens) if self.tokens else float("nan")
 
 
-@torch.inference_mode()
 def text_nll(
     model: Any, tokenizer: Any, texts: Sequence[str], *, max_tokens: int = 256, batch_size: int = 8
 ) -> NLLTotal:
+    """NLL of ``model`` on the first ``max_tokens`` tokens of all ``texts`` together."""
+    return sum(per_text_nll(model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size), NLLTotal(0.0, 0))
+
+
+@torch.inference_mode()
+def per_text_nll(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_tokens: int = 256, batch_size: int = 8
+) -> list[NLLTotal]:
     """NLL of ``model`` on each text's first ``max_tokens`` tokens (no special tokens; the first token of each text
     is context only, as it has nothing to be predicted from)."""
     device = next(model.parameters()).device
-    total = NLLTotal(0.0, 0)
+    totals: list[NLLTotal] = []
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -55,7 +62,7 @@ def text_nll(
         ).to(device)
         logits = model(**batch).logits[:, :-1].float()
         targets = batch["input_ids"][:, 1:]
-        mask = batch["attention_mask"][:, 1:].bool()
-        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        total = total + NLLTotal(float(losses[mask].sum()), int(mask.sum()))
-    return total
+        mask = batch["attention_mask"][:, 1:].to(logits.dtype)
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask
+        totals += [NLLTotal(float(nll), int(count)) for nll, count in zip(losses.sum(1), mask.sum(1), strict=True)]
+    return totals

@@ -17,17 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from safetensors.torch import load_file, save_file
 
+from ._hub_files import hub_file
 from ._saving import atomic_directory
 
 if TYPE_CHECKING:
@@ -243,19 +235,7 @@ def _locate(path_or_repo_id: str, revision: str | None) -> Path:
     if local.is_dir():
         return local
     where = f"Statistics {path_or_repo_id!r} (revision {revision or 'main'})"
-    try:
-        hf_hub_download(path_or_repo_id, METADATA_FILE, revision=revision)
-        return Path(hf_hub_download(path_or_repo_id, STATISTICS_FILE, revision=revision)).parent
-    except LocalEntryNotFoundError as error:
-        raise StatisticsError(
-            f"{where}: not in the HF cache and the Hub cannot be reached; download them while online or pass a "
-            "local directory."
-        ) from error
-    except EntryNotFoundError as error:
-        raise StatisticsError(f"{where}: the repository has no {METADATA_FILE} / {STATISTICS_FILE}.") from error
-    except RevisionNotFoundError as error:
-        raise StatisticsError(f"{where}: no such revision in the repository.") from error
-    except (RepositoryNotFoundError, HFValidationError) as error:
-        raise StatisticsError(f"{where}: neither a local directory nor a Hub repository.") from error
-    except HfHubHTTPError as error:
-        raise StatisticsError(f"{where}: could not be fetched from the Hub: {error}") from error
+    hub_file(path_or_repo_id, METADATA_FILE, revision, where=where, error=StatisticsError)
+    found = hub_file(path_or_repo_id, STATISTICS_FILE, revision, where=where, error=StatisticsError)
+    assert found is not None
+    return found.parent
