@@ -84,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--test-per-domain", type=int, help="test prompts per domain (default: all 400)")
-    parser.add_argument("--index-per-domain", type=int, default=400, help="train samples per domain for the baselines")
+    parser.add_argument(
+        "--index-per-domain", type=int, help="train samples per domain for the baselines (default: all)"
+    )
     parser.add_argument("--index-tokens", type=int, default=128, help="train tokens per sample for the baselines")
     parser.add_argument("--ppl-per-domain", type=int, default=40, help="test texts per domain for perplexity")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -135,15 +137,14 @@ def main() -> None:
     padded.config.aggregation = "mean"
     record("IR3DE mean, padding counted", padded_fit_s, route_padded, float("nan"))
 
-    # Baselines on MiniLM: the index / classifier features come from the first --index-tokens of each train sample.
+    # Baselines on MiniLM: index / classifier features from the first --index-tokens of --index-per-domain samples.
     encoder = SentenceEncoder(minilm_path(), max_length=512)
-    index_texts = [
-        tokenizer.decode(ids[: args.index_tokens])
-        for ids in tokenizer(train_texts, add_special_tokens=False)["input_ids"]
-    ]
+    index_texts, index_domains = per_domain(data["train"], args.index_per_domain)
+    index_ids = tokenizer(index_texts, add_special_tokens=False)["input_ids"]
+    index_texts = [tokenizer.decode(ids[: args.index_tokens]) for ids in index_ids]
     encode_s, _ = timed(lambda: encoder.encode(index_texts, desc="MiniLM train split"))
-    knn_s, knn = timed(lambda: KNNRouter(encoder, DOMAINS).fit(index_texts, train_domains))
-    clf_s, clf = timed(lambda: ClassifierRouter(encoder, DOMAINS).fit(index_texts, train_domains))
+    knn_s, knn = timed(lambda: KNNRouter(encoder, DOMAINS).fit(index_texts, index_domains))
+    clf_s, clf = timed(lambda: ClassifierRouter(encoder, DOMAINS).fit(index_texts, index_domains))
     encode_test_s, _ = timed(lambda: encoder.encode(prompts[64], desc="MiniLM prompts"))
     for name, router, fit in (("kNN MiniLM (k=5)", knn, knn_s), ("MoDEM-style MiniLM + linear head", clf, clf_s)):
         route_s, _ = timed(lambda r=router: r.route(prompts[64]))
