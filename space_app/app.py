@@ -32,6 +32,22 @@ PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#1
 INTRO = """# IR3DE: a linear router for domain-expert LLMs
 Each prompt token looks up its row of a ridge-regression score table; the tokens' scores decide which expert answers.
 Type a prompt (or pick an example), see which expert each token votes for, and hear the chosen expert's answer."""
+# One clear prompt per demo domain (the tests check that each routes to its domain).
+EXAMPLES = {
+    "code": "Write a Python function that reads a CSV file with csv.DictReader and returns the rows sorted by "
+    "their 'date' column.",
+    "legal": "Can the licensee sublicense the software under this clause? \"The Licensee shall not assign, "
+    "transfer or sublicense any rights granted under this Agreement without the prior written consent of the "
+    "Licensor.\"",
+    "politics": "Summarise the parliamentary debate on the government's election reform bill and the amendments "
+    "the opposition proposed.",
+    "biomedical": "Patients with chronic kidney disease showed elevated serum creatinine and proteinuria; what "
+    "does this suggest about glomerular filtration and treatment with ACE inhibitors?",
+    "fiction": "Continue the story: the old lighthouse keeper climbed the stairs one last time, listening to the "
+    "storm howl against the glass, and wondered whether her son's ship would ever come home.",
+    "multilingual": "Explique-moi en quelques phrases pourquoi le ciel est bleu pendant la journée et rouge au "
+    "coucher du soleil.",
+}
 
 
 def load_router() -> IR3DERouterModel:
@@ -44,23 +60,12 @@ def load_router() -> IR3DERouterModel:
     return load_demo_router()
 
 
-def example_prompts(holder: RouterHolder) -> dict[str, str]:
-    """One benchmark test prompt per domain (none when the benchmark is not available here)."""
-    from ir3de_hf.demo import sample_prompts
-
-    try:
-        return sample_prompts(holder.current.tokenizer, tokens=48)
-    except FileNotFoundError:
-        return {}
-
-
 def build_demo(holder: RouterHolder) -> gr.Blocks:
     """The Space's UI over ``holder``; every event calls a function of `endpoints` with the current snapshot."""
-    examples = example_prompts(holder)
     with gr.Blocks(title="IR3DE router") as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Route & generate"):
-            compare_with = route_tab(holder, examples)
+            compare_with = route_tab(holder, EXAMPLES)
         with gr.Tab("Experts"):
             experts_tab(holder, compare_with)
         with gr.Tab("Evaluation"):
@@ -84,10 +89,7 @@ def route_tab(holder: RouterHolder, examples: dict[str, str]) -> gr.Dropdown:
                 max_new_tokens = gr.Slider(
                     1, endpoints.MAX_NEW_TOKENS, value=48, step=1, label="max new tokens", scale=2
                 )
-            if examples:
-                gr.Examples(
-                    [[text] for text in examples.values()], [prompt], example_labels=list(examples), label="Examples"
-                )
+            gr.Examples([[text] for text in examples.values()], [prompt], example_labels=list(examples))
         with gr.Column(scale=2):
             decision = gr.Markdown("The decision appears here.", elem_id="decision")
             scores = gr.BarPlot(
