@@ -36,9 +36,9 @@ Type a prompt (or pick an example), see which expert each token votes for, and h
 EXAMPLES = {
     "code": "Write a Python function that reads a CSV file with csv.DictReader and returns the rows sorted by "
     "their 'date' column.",
-    "legal": "Can the licensee sublicense the software under this clause? \"The Licensee shall not assign, "
+    "legal": 'Can the licensee sublicense the software under this clause? "The Licensee shall not assign, '
     "transfer or sublicense any rights granted under this Agreement without the prior written consent of the "
-    "Licensor.\"",
+    'Licensor."',
     "politics": "Summarise the parliamentary debate on the government's election reform bill and the amendments "
     "the opposition proposed.",
     "biomedical": "Patients with chronic kidney disease showed elevated serum creatinine and proteinuria; what "
