@@ -25,7 +25,7 @@ from router_snapshots import RouterHolder
 
 from ir3de_hf import IR3DERouterModel
 
-__all__ = ["build_demo", "load_router", "main"]
+__all__ = ["EXAMPLES", "build_demo", "launch_options", "load_router", "main"]
 
 ROUTER_ENV = "IR3DE_ROUTER"
 PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316"]
@@ -249,11 +249,14 @@ def _answering(table: dict[str, Any]) -> list[str]:
     return [row["name"] for row in table["experts"] if row["can_generate"]]
 
 
+def launch_options() -> dict[str, Any]:
+    """What Gradio 6 takes at launch rather than in Blocks: the theme, and an upload cap above the text cap (a
+    .jsonl file carries its JSON around the text)."""
+    return {"theme": gr.themes.Soft(), "max_file_size": 3 * endpoints.MAX_EXPERT_TEXT_BYTES}
+
+
 def main() -> None:
-    demo = build_demo(RouterHolder(load_router))
-    demo.queue(default_concurrency_limit=4).launch(
-        theme=gr.themes.Soft(), max_file_size=3 * endpoints.MAX_EXPERT_TEXT_BYTES
-    )
+    build_demo(RouterHolder(load_router)).queue(default_concurrency_limit=4).launch(**launch_options())
 
 
 if __name__ == "__main__":

@@ -57,9 +57,8 @@ def space(tmp_path_factory) -> Iterator[Space]:
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         holder = RouterHolder(load_demo_router)
         demo = app.build_demo(holder)
-        _, url, _ = demo.queue().launch(
-            prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True
-        )
+        options = {"server_name": "127.0.0.1", "server_port": _free_port(), "quiet": True, **app.launch_options()}
+        _, url, _ = demo.queue().launch(prevent_thread_lock=True, **options)
         try:
             yield Space(url, Client(url, verbose=False), holder)
         finally:
