@@ -113,7 +113,7 @@ def main() -> None:
 
     # IR3DE: one fit, three aggregations.
     fit_s, ir3de = fit_ir3de(train_texts, train_domains)
-    for aggregation in ("majority_vote", "entropy_top_k", "mean"):
+    for aggregation in ("majority_vote", "entropy_top_k", "mean", "weighted_mean"):
         ir3de.config.aggregation = aggregation
         route_s, _ = timed(lambda: ir3de.route(cut_ids[64]))
         record(
@@ -158,12 +158,12 @@ def main() -> None:
     ppl_texts, ppl_domains = per_domain(data["test"], args.ppl_per_domain)
     ppl_prompts = [tokenizer.decode(ids[:64]) for ids in tokenizer(ppl_texts, add_special_tokens=False)["input_ids"]]
     ppl_ids = [ids[:64] for ids in tokenizer(ppl_texts, add_special_tokens=False)["input_ids"]]
-    ir3de.config.aggregation = "mean"
+    ir3de.config.aggregation = "weighted_mean"
     assignments = {
         "oracle": OracleRouter(DOMAINS, dict(zip(ppl_prompts, ppl_domains, strict=True)))
         .route(ppl_prompts)
         .expert_names,
-        "IR3DE mean": ir3de.route(ppl_ids).expert_names,
+        "IR3DE weighted_mean": ir3de.route(ppl_ids).expert_names,
         "kNN MiniLM (k=5)": knn.route(ppl_prompts).expert_names,
         "MoDEM-style MiniLM + linear head": clf.route(ppl_prompts).expert_names,
         "random": RandomRouter(DOMAINS, seed=1).route(ppl_prompts).expert_names,
@@ -191,7 +191,7 @@ def main() -> None:
     default = routing_report(test_domains, ir3de.route(cut_ids[64]).expert_names, labels=DOMAINS)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(
-        default, args.out_dir / "confusion_ir3de_mean_64.png", title="IR3DE (mean), 64-token prompts"
+        default, args.out_dir / "confusion_ir3de_64.png", title="IR3DE (weighted_mean), 64-token prompts"
     )
     summary = {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
@@ -199,7 +199,7 @@ def main() -> None:
         "baseline_index": {"per_domain": args.index_per_domain, "tokens": args.index_tokens},
         "routers": results,
         "perplexity": {"texts": len(ppl_texts), "route_tokens": 64, "scored_tokens": 256, "routers": perplexity},
-        "confusion_ir3de_mean_64": default.to_dict(),
+        "confusion_ir3de_weighted_mean_64": default.to_dict(),
     }
     (args.out_dir / "quality.json").write_text(json.dumps(summary, indent=2) + "\n")
     markdown = render_markdown(summary, args.lengths, default.confusion_markdown())
@@ -225,7 +225,7 @@ def render_markdown(summary: dict[str, Any], lengths: list[int], confusion: str)
         lines.append(
             f"| {name} | {100 * entry['routing_accuracy']:.1f}% | {entry['normalized_performance']:.2f}% | {cells} |"
         )
-    lines += ["", "IR3DE (mean) confusion matrix at 64 tokens:", "", confusion, ""]
+    lines += ["", "IR3DE (weighted_mean) confusion matrix at 64 tokens:", "", confusion, ""]
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ def test_demo_router_has_the_six_experts_registered(demo_router):
     assert demo_router.expert_names == list(DOMAINS)
     for spec in demo_router.config.expert_specs:
         assert spec.kind == "adapter" and spec.source == str(demo_experts_path() / spec.name)
-    assert demo_router.config.aggregation == "mean"
+    assert demo_router.config.aggregation == "weighted_mean"
     assert int(demo_router.expert_counts.sum(dim=1).min()) > 500_000
 
 

@@ -185,7 +185,9 @@ def test_config_values_are_checked_by_name():
         IR3DERouterModel.from_encoder(torch.nn.Embedding(10, 4), ridge_lambda=0.0)
     with pytest.raises(ValueError, match="ridge_lambda"):
         IR3DEConfig(ridge_lambda=-1)
-    with pytest.raises(ValueError, match="aggregation must be one of majority_vote, entropy_top_k, mean"):
+    with pytest.raises(
+        ValueError, match="aggregation must be one of majority_vote, entropy_top_k, mean, weighted_mean"
+    ):
         IR3DEConfig(aggregation="max")
     with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
         IR3DEConfig(top_k=0)

@@ -33,7 +33,7 @@ def test_encoder_and_tokenizer_come_from_the_model_directory(smollm2_router):
     assert smollm2_router.expert_counts[:, config.never_counted_ids].sum() == 0
 
 
-@pytest.mark.parametrize("aggregation", ["majority_vote", "entropy_top_k", "mean"])
+@pytest.mark.parametrize("aggregation", ["majority_vote", "entropy_top_k", "mean", "weighted_mean"])
 def test_held_out_text_routes_to_its_domain(smollm2_router, domain_texts, aggregation):
     smollm2_router.config.aggregation = aggregation
     held_out = [(name, text) for name, texts in domain_texts.items() for text in texts[1::2]]

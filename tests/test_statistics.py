@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from ir3de_hf.statistics import (
     explicit_moments,
     merge_histograms,
     normalize_columns,
+    token_entropy,
     token_histogram,
 )
 
@@ -147,6 +150,21 @@ def test_mean_ignores_unusable_tokens():
     result = aggregate(scores, torch.tensor([[True, True, False]]), "mean")
     torch.testing.assert_close(result.logits, torch.tensor([[0.5, 1.5]]))
     assert result.expert_ids.tolist() == [1]
+
+
+def test_weighted_mean_weights_tokens_by_confidence():
+    # Token 1 is decisive for expert 1 (scores 0 vs 4); tokens 2 and 3 are nearly uniform and lean to expert 0.
+    scores = torch.tensor([[[0.0, 4.0], [1.0, 0.9], [1.0, 0.9]]])
+    usable = torch.ones(1, 3, dtype=torch.bool)
+    assert aggregate(scores, usable, "mean").expert_ids.tolist() == [1]
+    entropies = token_entropy(scores)
+    weights = 1 - entropies / math.log(2)
+    expected = (scores * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+    result = aggregate(scores, usable, "weighted_mean")
+    torch.testing.assert_close(result.logits, expected)
+    assert result.expert_ids.tolist() == [1]
+    # A prompt of only near-uniform tokens still decides, by those tokens.
+    assert aggregate(scores[:, 1:], usable[:, 1:], "weighted_mean").expert_ids.tolist() == [0]
 
 
 def test_ids_outside_the_vocabulary_are_rejected():

@@ -1,11 +1,13 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Turning per-token expert scores into one decision per prompt (pure torch).
 
-Three rules, one per router (``IR3DEConfig.aggregation``):
+Four rules, one per router (``IR3DEConfig.aggregation``):
 
 - ``majority_vote``: each usable token votes for its argmax expert; most votes wins (ties: lowest expert id).
 - ``entropy_top_k``: only the ``k`` tokens whose softmax over experts has the lowest entropy vote.
 - ``mean``: argmax of the mean score over usable tokens.
+- ``weighted_mean``: argmax of the mean score with each token weighted by its confidence ``1 - H / log N`` (``H`` the
+  entropy of its softmax over the N experts): decisive tokens count, function words shared by every domain barely do.
 
 >>> import torch
 >>> scores = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])
@@ -15,6 +17,7 @@ Three rules, one per router (``IR3DEConfig.aggregation``):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -23,7 +26,7 @@ from .statistics import token_entropy
 
 __all__ = ["AGGREGATIONS", "Aggregate", "aggregate"]
 
-AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean")
+AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean", "weighted_mean")
 
 
 class Aggregate(NamedTuple):
@@ -51,10 +54,15 @@ def aggregate(
     """
     if token_votes is None:
         token_votes = token_scores.argmax(dim=-1)
-    if method == "mean":
+    if method in ("mean", "weighted_mean"):
         weights = usable.to(token_scores.dtype)
+        num_experts = token_scores.shape[-1]
+        if method == "weighted_mean" and num_experts > 1:
+            if token_entropies is None:
+                token_entropies = token_entropy(token_scores)
+            weights = weights * (1 - token_entropies / math.log(num_experts)).clamp(min=0)
         totals = (token_scores * weights[..., None]).sum(dim=1)
-        logits = totals / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        logits = totals / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
         return Aggregate(logits, _decide(logits, usable.any(dim=1)), usable)
     if method == "majority_vote":
         return _vote(token_votes, usable, token_scores.shape[-1])

@@ -43,6 +43,7 @@ from .tokenization import count_text_tokens, encode_texts, pad_token_ids, vocabu
 __all__ = ["IR3DERouterModel", "IR3DERouterOutput"]
 
 _TEXT_BATCH = 1024
+_USES_ENTROPY = ("entropy_top_k", "weighted_mean")
 
 
 @dataclass
@@ -488,7 +489,7 @@ class IR3DERouterModel(PreTrainedModel):
             usable,
             self.config.aggregation,
             top_k=self.config.top_k,
-            token_entropies=tables.entropy[ids] if self.config.aggregation == "entropy_top_k" else None,
+            token_entropies=tables.entropy[ids] if self.config.aggregation in _USES_ENTROPY else None,
             token_votes=token_votes,
         )
         no_evidence = ~usable.any(dim=1)
