@@ -25,7 +25,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: setup
-	$(BIN)/python -m ir3de_hf.demo
+	$(BIN)/python space_app/app.py  # the Gradio Space on the demo router (IR3DE_ROUTER=... for another)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_core.py

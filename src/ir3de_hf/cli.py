@@ -224,13 +224,18 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens each expert generates")
+    parser.add_argument(
+        "--cli", action="store_true", help="answer one test prompt per domain in the terminal instead of the Space app"
+    )
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens per answer (--cli)")
     parser.add_argument("--rebuild", action="store_true", help="refit the cached demo router")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import load_demo_router, sample_prompts
 
+    if not args.cli:
+        return _space_app(rebuild=args.rebuild)
     router = load_demo_router(rebuild=args.rebuild)
     prompts = sample_prompts(router.tokenizer)
     results = router.generate(list(prompts.values()), max_new_tokens=args.max_new_tokens, do_sample=False)
@@ -238,6 +243,20 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"[{domain}] -> {result.expert} (margin {result.margin:.2f})\n  prompt: {result.prompt[:160]!r}")
         print(f"  answer: {result.text[:240]!r}")
     return 0
+
+
+def _space_app(rebuild: bool) -> int:
+    """Runs space_app/app.py of the repository (the Gradio Space) in this interpreter until it is stopped."""
+    import subprocess
+
+    from .demo import load_demo_router
+
+    app = Path(__file__).resolve().parents[2] / "space_app" / "app.py"
+    if not app.is_file():
+        raise OSError(f"The Space app is not here ({app}): run `ir3de demo` from a checkout of the repository.")
+    if rebuild:
+        load_demo_router(rebuild=True)
+    return subprocess.call([sys.executable, str(app)])
 
 
 # ---------------------------------------------------------------------------------------------------- eval
@@ -470,10 +489,11 @@ COMMANDS: list[Command] = [
     ),
     Command(
         "demo",
-        "route one test prompt per domain with the demo router and let each chosen expert answer",
+        "launch the Gradio Space on the demo router (or, with --cli, answer one test prompt per domain)",
         """examples:
-  ir3de demo
-  ir3de demo --max-new-tokens 64 --rebuild""",
+  ir3de demo                                   # the Space app on http://127.0.0.1:7860
+  IR3DE_ROUTER=org/my-router ir3de demo        # the Space app on another router
+  ir3de demo --cli --max-new-tokens 64 --rebuild""",
         _demo_arguments,
         _demo,
     ),
