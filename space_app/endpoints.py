@@ -94,6 +94,11 @@ def generate(holder: RouterHolder, prompt: str, expert: str | None, max_new_toke
             "Pick an expert with a model under 'Compare with' to hear an answer."
         )
     with _GENERATION:
+        with holder.loading:  # load (or find) the expert's model while no snapshot is being cloned
+            pool = router.expert_pool
+            if name not in pool.names:
+                pool.register(router.config.expert_specs[router.expert_names.index(name)])
+            pool.get(name)
         stream = router.generate_stream(prompt, expert=name, max_new_tokens=limit, do_sample=False)
         text, finished = "", False
         try:

@@ -37,6 +37,8 @@ def clone_router(router: IR3DERouterModel) -> IR3DERouterModel:
     clone.tokenizer = router.tokenizer
     clone._expert_moments = list(router._expert_moments)  # the load hook forgot them; they are still exact
     clone.expert_pool = ExpertPool(tokenizer_fingerprint=router.config.tokenizer_fingerprint)
+    if any(tensor.is_meta for tensor in clone.state_dict().values()):
+        raise RuntimeError("A router snapshot kept a meta tensor: a model was loaded while it was being cloned.")
     return clone
 
 
@@ -50,8 +52,10 @@ class RouterHolder:
     """The published router snapshot, its edits (serialised) and the expert pool all snapshots generate with."""
 
     def __init__(self, load: Callable[[], IR3DERouterModel]) -> None:
-        self._load = load
         self._lock = threading.Lock()
+        # Loading a model patches torch.nn.Module globally for a moment (accelerate's init_empty_weights), so a
+        # router built in another thread meanwhile could get meta tensors: loads and clones take turns.
+        self.loading = threading.Lock()
         self._initial = warm(load())
         self._initial.eval()
         self.pool = self._initial.expert_pool  # loaded expert models survive edits and resets
@@ -65,7 +69,8 @@ class RouterHolder:
     def edit(self, change: Callable[[IR3DERouterModel], None]) -> IR3DERouterModel:
         """Applies ``change`` to a clone of the current router and publishes the clone; on error nothing changes."""
         with self._lock:
-            clone = clone_router(self._current)
+            with self.loading:
+                clone = clone_router(self._current)
             change(clone)
             clone.expert_pool = self.pool
             self._current = warm(clone)

@@ -1,5 +1,5 @@
 """The Space in a real browser: Debian's headless Chromium (installed by scripts/setup.sh) driven by selenium renders
-the page, submits a prompt and shows the score bars and the highlighted token votes."""
+the page, submits a prompt and shows the score bars, the highlighted token votes and the streamed answer."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_a_submitted_prompt_shows_scores_and_token_votes(space_url, browser, tmp
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(space_url)
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 90)
     prompt = wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#prompt textarea"))
     prompt.send_keys(app.EXAMPLES["legal"])
     browser.find_element(By.ID, "route-button").click()
@@ -88,6 +88,9 @@ def test_a_submitted_prompt_shows_scores_and_token_votes(space_url, browser, tmp
     assert legend == ["code", "legal", "politics", "biomedical", "fiction", "multilingual"]
     assert "sublicense" in votes.text and "Licensor" in votes.text
 
+    # The routed answer streams in (and the expert's model is loaded before the test ends: loading patches torch
+    # globally for a moment and must not overlap the next test).
+    wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value").strip())
     screenshot = tmp_path / "space.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 20_000
