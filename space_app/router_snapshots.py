@@ -53,8 +53,9 @@ class RouterHolder:
 
     def __init__(self, load: Callable[[], IR3DERouterModel]) -> None:
         self._lock = threading.Lock()
-        # Loading a model patches torch.nn.Module globally for a moment (accelerate's init_empty_weights), so a
-        # router built in another thread meanwhile could get meta tensors: loads and clones take turns.
+        # Third-party loading code may patch torch.nn.Module globally for a moment (accelerate's init_empty_weights,
+        # e.g. in peft's low_cpu_mem_usage path), so a router built meanwhile in another thread could get meta
+        # tensors: loads and clones take turns.
         self.loading = threading.Lock()
         self._initial = warm(load())
         self._initial.eval()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ._hub_files import hub_file
@@ -255,7 +254,7 @@ class ExpertPool:
         source = self._base_source(spec) if spec.kind == "adapter" else _source(spec)
         revision = None if spec.kind == "adapter" else spec.revision
         config = AutoConfig.from_pretrained(source, revision=revision)
-        with init_empty_weights():
+        with torch.device("meta"):  # a thread-local mode, unlike accelerate's init_empty_weights (a global patch)
             skeleton = AutoModelForCausalLM.from_config(config)
         dtype = self.dtype or getattr(config, "dtype", None) or torch.float32
         if isinstance(dtype, str):
