@@ -97,6 +97,10 @@ def router_card(
     eval_results = None
     if evaluation is not None:
         dataset = evaluation_dataset or "evaluation prompts"
+        metrics = [
+            ("accuracy", evaluation.accuracy, "Routing accuracy"),
+            ("recall", evaluation.normalized_accuracy, "Normalised accuracy (mean recall)"),
+        ]
         eval_results = [
             EvalResult(
                 task_type="text-classification",
@@ -104,20 +108,11 @@ def router_card(
                 dataset_type=hub_id(dataset) or dataset,
                 dataset_name=dataset,
                 dataset_split=evaluation_split,
-                metric_type="accuracy",
-                metric_value=round(evaluation.accuracy, 4),
-                metric_name="Routing accuracy",
-            ),
-            EvalResult(
-                task_type="text-classification",
-                task_name="Prompt routing",
-                dataset_type=hub_id(dataset) or dataset,
-                dataset_name=dataset,
-                dataset_split=evaluation_split,
-                metric_type="recall",
-                metric_value=round(evaluation.normalized_accuracy, 4),
-                metric_name="Normalised accuracy (mean recall)",
-            ),
+                metric_type=metric_type,
+                metric_value=round(value, 4),
+                metric_name=metric_name,
+            )
+            for metric_type, value, metric_name in metrics
         ]
     card_data = IR3DEModelCardData(
         base_model=encoder,
