@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from ir3de_hf import IR3DERouterModel
+from ir3de_hf import IR3DEConfig, IR3DERouterModel
+from ir3de_hf.aggregation import AGGREGATIONS
 from ir3de_hf.cli import COMMANDS, build_parser, main
 
 
@@ -104,3 +105,17 @@ def test_every_command_has_help_with_examples():
             parser.parse_args([command.name, "--help"])
         assert exit_info.value.code == 0
         assert f"ir3de {command.name}" in command.epilog
+
+
+def test_fit_help_lists_every_aggregation_and_the_real_default(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    assert "{" + ",".join(AGGREGATIONS) + "}" in text and "weighted_mean" in AGGREGATIONS
+    assert IR3DEConfig().aggregation == "weighted_mean"
+    assert "(default: weighted_mean)" in text and "default: mean" not in text
+    required = ["fit", "--encoder", "x", "--output", "y", "--expert", "a=b"]
+    assert parser.parse_args([*required, "--aggregation", "weighted_mean"]).aggregation == "weighted_mean"
+    assert parser.parse_args(required).aggregation is None  # unset: the config default applies

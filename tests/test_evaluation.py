@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -79,6 +82,24 @@ def test_per_text_nll_matches_a_manual_cross_entropy(tiny_llama, word_tokenizer,
 def test_confusion_plot_is_a_png(tmp_path):
     path = plot_confusion_matrix(routing_report(TRUE, PREDICTED), tmp_path / "cm.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_confusion_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import matplotlib
+        matplotlib.use("svg")
+        from ir3de_hf.evaluation import plot_confusion_matrix, routing_report
+        report = routing_report({TRUE!r}, {PREDICTED!r})
+        path = plot_confusion_matrix(report, {str(tmp_path / "cm.png")!r})
+        assert path.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")

