@@ -22,6 +22,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
+from ir3de_hf._templates import template_path
 from ir3de_hf.perplexity import text_nll
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def score(model, tokenizer, test: dict[str, list[str]], samples: int) -> dict[st
 
 
 def write_card(out: Path, domain: str, row: dict[str, float], base_row: dict[str, float], args) -> None:
-    template = (REPO / "hub_cards" / "adapter_card.md").read_text()
+    template = template_path("adapter_card.md").read_text()
     table = "\n".join(f"| {d} | {base_row[d]:.2f} | {row[d]:.2f} |" for d in DOMAINS)
     gain = 100 * (1 - row[domain] / base_row[domain])
     (out / "README.md").write_text(

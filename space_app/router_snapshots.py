@@ -8,11 +8,8 @@ A request in flight therefore never sees a half-edited router, and a failed edit
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable
-
-import torch
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.experts import ExpertPool
@@ -21,24 +18,12 @@ __all__ = ["RouterHolder", "clone_router"]
 
 
 def clone_router(router: IR3DERouterModel) -> IR3DERouterModel:
-    """A router with its own config and statistics that shares what edits never change: the frozen embedding table
-    (113 MB for SmolLM2), the tokenizer and the cached per-expert moments (immutable tensors, so an added expert costs
-    one product over its own tokens instead of recounting all experts). The expert pool is NOT shared yet: a fresh
-    empty pool keeps `remove_expert` on the clone from unloading a model that the published snapshot still uses;
-    `RouterHolder.edit` attaches the shared pool after the edit.
-    """
-    warm(router)  # fills the moment cache that the clone inherits
-    with torch.device("meta"):  # no 113 MB allocation: every tensor is replaced by load_state_dict(assign=True)
-        clone = IR3DERouterModel(copy.deepcopy(router.config))
-    state = router.state_dict()
-    state["expert_counts"] = state["expert_counts"].clone()
-    clone.load_state_dict(state, assign=True)
-    clone.eval()
-    clone.tokenizer = router.tokenizer
-    clone._expert_moments = list(router._expert_moments)  # the load hook forgot them; they are still exact
+    """``router.copy()`` (its own config and statistics; the encoder, tokenizer and cached per-expert moments are
+    shared) with a fresh, empty expert pool: `remove_expert` on the clone must not unload a model that the published
+    snapshot still uses. `RouterHolder.edit` attaches the shared pool after the edit."""
+    warm(router)  # the clone inherits the derived tables and the per-expert moments
+    clone = router.copy()
     clone.expert_pool = ExpertPool(tokenizer_fingerprint=router.config.tokenizer_fingerprint)
-    if any(tensor.is_meta for tensor in clone.state_dict().values()):
-        raise RuntimeError("A router snapshot kept a meta tensor: a model was loaded while it was being cloned.")
     return clone
 
 

@@ -57,7 +57,13 @@ def card_info(report) -> CardInfo:
 
 
 def test_card_metadata_parses_with_huggingface_hub(router, report):
-    card = ModelCard(str(router_card(router, card_info(report), confusion_image="confusion_matrix.png")))
+    card = ModelCard(
+        str(
+            router_card(
+                router.config, router.store.token_counts(), card_info(report), confusion_image="confusion_matrix.png"
+            )
+        )
+    )
     data = card.data.to_dict()
     assert data["library_name"] == "ir3de_hf"
     assert data["pipeline_tag"] == "text-classification"
@@ -75,7 +81,11 @@ def test_card_metadata_parses_with_huggingface_hub(router, report):
 
 
 def test_card_text_matches_the_snapshot(router, report):
-    text = str(router_card(router, card_info(report), confusion_image="confusion_matrix.png"))
+    text = str(
+        router_card(
+            router.config, router.store.token_counts(), card_info(report), confusion_image="confusion_matrix.png"
+        )
+    )
     if os.environ.get("IR3DE_UPDATE_SNAPSHOTS"):
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(text)
@@ -84,7 +94,7 @@ def test_card_text_matches_the_snapshot(router, report):
 
 def test_card_without_evaluation_or_hub_encoder_has_no_model_index_or_base_model(router):
     router.config.encoder = "/local/encoder"
-    card = router_card(router)
+    card = router_card(router.config, router.store.token_counts())
     assert "model-index" not in card.data.to_dict() and card.data.base_model is None
     assert "## Routing quality" not in card.text
     assert 'IR3DERouterModel.from_pretrained("path/to/this/router")' in card.text

@@ -103,8 +103,7 @@ def test_missing_statistics_repo_and_revision_are_clear_errors(hub, fitted):
 
 
 def test_moment_statistics_need_the_exact_encoder(fitted, tmp_path):
-    _, b = fitted._moments(fitted.embed_tokens.weight)
-    fitted.add_expert("imported", moments=(fitted._expert_moments[0][0], b[:, 0]))  # the moments of "code"
+    fitted.add_expert("imported", moments=fitted.store.moments("code"))
     statistics = fitted.expert_statistics("imported")
     assert statistics.kind == "moments" and statistics.token_count == int(fitted.expert_counts[0].sum())
     statistics.save(tmp_path)

@@ -22,8 +22,7 @@ def fitted(text_router, domain_texts) -> IR3DERouterModel:
 
 def reference_file(router: IR3DERouterModel, path, expert_dir, per_domain: bool = False):
     """What the reference's generate_router accumulates (float32 A and b = [b_1 .. b_N]), saved as it would be."""
-    router._moments(router.embed_tokens.weight)
-    per_expert = [pair for pair in router._expert_moments if pair is not None]
+    per_expert = [router.store.moments(name) for name in router.expert_names]
     a = torch.stack([a_n for a_n, _ in per_expert])
     content = {
         "A": (a if per_domain else a.sum(dim=0)).float(),

@@ -16,8 +16,8 @@ Where the exchange is unavailable (not Linux, an old kernel, a filesystem answer
 the swap falls back to two renames, `target -> .<name>.ir3de-old-<random>` then `new -> target`. An interruption
 between them leaves no directory at the target path, but the old one intact beside it: `recover_directory`, run at
 the start of every save (and before loading a local router), renames it back and removes the debris of interrupted
-saves. A save holds an `flock` on its new directory, and recovery never deletes a sibling it cannot lock, so a load
-in one process does not destroy a save under way in another.
+saves. A save holds an `flock` on its new and old directories, and recovery never touches a sibling it cannot lock,
+so a load in one process does not destroy a save under way in another.
 """
 
 from __future__ import annotations
@@ -129,7 +129,9 @@ def recover_directory(target: str | os.PathLike[str]) -> None:
 
 def _carry_over(source: Path, destination: Path) -> None:
     """Links (or copies) into `destination` every entry of `source` it does not have yet, directories recursively."""
-    for entry in os.scandir(source):
+    with os.scandir(source) as entries:
+        listed = list(entries)
+    for entry in listed:
         origin, copy = Path(entry.path), destination / entry.name
         if entry.is_dir(follow_symlinks=False):
             if not os.path.lexists(copy):
@@ -205,4 +207,5 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
                 shutil.copymode(target, new)
             _swap(new, target)
     finally:
-        _remove(new)  # the new directory if the save failed, the old one after an exchange
+        if os.path.lexists(new):  # the new directory if the save failed, the old one after an exchange
+            _remove(new)

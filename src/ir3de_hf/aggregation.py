@@ -24,7 +24,7 @@ import torch
 
 from .statistics import token_entropy
 
-__all__ = ["AGGREGATIONS", "Aggregate", "aggregate"]
+__all__ = ["AGGREGATIONS", "Aggregate", "aggregate", "margins"]
 
 AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean", "weighted_mean")
 
@@ -87,3 +87,14 @@ def _decide(logits: torch.Tensor, has_evidence: torch.Tensor) -> torch.Tensor:
     # torch.argmax returns the first maximal index: ties go to the lowest expert id.
     best = logits.argmax(dim=1)
     return torch.where(has_evidence, best, torch.full_like(best, -1))
+
+
+def margins(logits: torch.Tensor, no_evidence: torch.Tensor | None = None) -> torch.Tensor:
+    """Best minus second-best logit per prompt (B): how sure a decision is. ``inf`` with a single expert, 0 for the
+    prompts flagged in ``no_evidence`` (nothing was decided)."""
+    if logits.shape[1] < 2:
+        result = torch.full(logits.shape[:1], float("inf"), device=logits.device)
+    else:
+        top = logits.topk(2, dim=1).values
+        result = top[:, 0] - top[:, 1]
+    return result if no_evidence is None else result.masked_fill(no_evidence, 0.0)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from .aggregation import margins
 from .modeling_ir3de import IR3DERouterOutput
 
 __all__ = ["ClassifierRouter", "KNNRouter", "OracleRouter", "RandomRouter", "SentenceEncoder"]
@@ -153,12 +154,10 @@ class OracleRouter:
 
 def _output(logits: torch.Tensor, names: list[str], expert_ids: torch.Tensor | None = None) -> IR3DERouterOutput:
     expert_ids = logits.argmax(dim=1) if expert_ids is None else expert_ids
-    top = logits.topk(min(2, logits.shape[1]), dim=1).values
-    margins = top[:, 0] - top[:, 1] if logits.shape[1] > 1 else torch.full((len(logits),), float("inf"))
     return IR3DERouterOutput(
         logits=logits,
         expert_ids=expert_ids,
-        margins=margins,
+        margins=margins(logits),
         no_evidence=torch.zeros(len(logits), dtype=torch.bool),
         expert_names=[names[i] for i in expert_ids.tolist()],
     )

@@ -6,23 +6,21 @@ Rendering never touches the network: the Hub's own YAML check runs only when a c
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
+from ._hub_files import hub_id
 from ._templates import template_path
 
 if TYPE_CHECKING:
+    from .configuration_ir3de import IR3DEConfig
     from .evaluation import RoutingReport
-    from .modeling_ir3de import IR3DERouterModel
     from .shared_statistics import ExpertStatistics
 
-__all__ = ["CONFUSION_IMAGE", "CardInfo", "IR3DEModelCardData", "hub_id", "router_card", "statistics_card"]
+__all__ = ["CONFUSION_IMAGE", "CardInfo", "IR3DEModelCardData", "router_card", "statistics_card"]
 
 CONFUSION_IMAGE = "confusion_matrix.png"
 _TAGS = ["ir3de", "router", "mixture-of-experts", "domain-routing"]
@@ -37,21 +35,6 @@ class IR3DEModelCardData(ModelCardData):
         tags = list(kwargs.pop("tags", None) or [])
         kwargs["tags"] = _TAGS + [tag for tag in tags if tag not in _TAGS]
         super().__init__(**kwargs)
-
-
-def hub_id(value: str | os.PathLike[str] | None) -> str | None:
-    """``value`` if it names a Hub repository, None for local paths and missing values (they mean nothing on the
-    Hub: a card links and a ``base_model`` only Hub ids)."""
-    if value is None:
-        return None
-    text = str(value)
-    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        return None
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return None
-    return text
 
 
 @dataclass
@@ -78,19 +61,27 @@ class CardInfo:
 
 
 def router_card(
-    router: IR3DERouterModel,
+    config: IR3DEConfig,
+    token_counts: Sequence[int],
     info: CardInfo | None = None,
     *,
     confusion_image: str | None = None,
-    encoder_by_reference: bool = False,
+    by_reference: bool = False,
 ) -> ModelCard:
     """The ``README.md`` of a saved or pushed router: YAML metadata (library, pipeline, tags, the encoder as
     ``base_model``, datasets, license and a ``model-index`` when an evaluation is given), the expert table with links,
-    routing metrics and the confusion matrix, a usage snippet and the citation."""
+    routing metrics and the confusion matrix, a usage snippet and the citation.
+
+    Args:
+        config: the router's config (registry, encoder, settings).
+        token_counts: tokens counted per expert, in registry order.
+        info: what the card says beyond the router.
+        confusion_image: file name of the confusion-matrix PNG saved beside the card.
+        by_reference: the router is saved without its embedding table.
+    """
     info = info or CardInfo()
     repo_id, evaluation = info.repo_id, info.evaluation
     evaluation_dataset, evaluation_split = info.evaluation_dataset, info.evaluation_split
-    config = router.config
     encoder = hub_id(config.encoder)
     name = repo_id or "path/to/this/router"
     title = repo_id.split("/")[-1] if repo_id else "IR3DE router"
@@ -122,7 +113,7 @@ def router_card(
         model_name=title,
         eval_results=eval_results,
     )
-    imported = router._imported_moments()
+    specs = config.expert_specs
     experts = [
         {
             "name": spec.name,
@@ -131,13 +122,12 @@ def router_card(
             "kind": ("adapter of " + (_link(spec.base_model) if spec.base_model else "?"))
             if spec.kind == "adapter"
             else "model",
-            "tokens": f"{_tokens(router, index, imported[index]):,}"
-            + (" (moments)" if imported[index] is not None else ""),
+            "tokens": f"{tokens:,}" + (" (moments)" if spec.statistics == "moments" else ""),
             "description": (spec.description or "").replace("|", "\\|").replace("\n", " "),
         }
-        for index, spec in enumerate(config.expert_specs)
+        for spec, tokens in zip(specs, token_counts, strict=True)
     ]
-    total = sum(_tokens(router, index, pair) for index, pair in enumerate(imported))
+    total = sum(token_counts)
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path("model_card.md")),
@@ -145,7 +135,7 @@ def router_card(
         repo_id=name,
         num_experts=len(experts),
         experts=experts,
-        imported=any(pair is not None for pair in imported),
+        imported=any(spec.statistics == "moments" for spec in specs),
         encoder=config.encoder,
         encoder_revision=config.encoder_revision,
         encoder_line=_encoder_line(config.encoder, config.encoder_revision, config.vocab_size, config.hidden_size),
@@ -154,7 +144,7 @@ def router_card(
         ridge_lambda=config.ridge_lambda,
         normalize_columns=config.normalize_columns,
         total_tokens=f"{total:,}",
-        by_reference=encoder_by_reference,
+        by_reference=by_reference,
         evaluation=_evaluation(evaluation, evaluation_dataset, evaluation_split, confusion_image),
     )
 
@@ -189,10 +179,6 @@ def statistics_card(
 def _link(value: str) -> str:
     repo = hub_id(value)
     return f"[{repo}](https://huggingface.co/{repo})" if repo else f"`{value}` (local)"
-
-
-def _tokens(router: IR3DERouterModel, index: int, imported: Any) -> int:
-    return round(float(imported[1][-1])) if imported is not None else int(router.expert_counts[index].sum())
 
 
 def _encoder_line(encoder: str | None, revision: str | None, vocab_size: int, hidden_size: int) -> str:

@@ -396,13 +396,16 @@ def _expert_fields(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _load_router(name_or_path: str) -> Any:
+    from ._hub_files import local_path_or_hub_id
     from .modeling_ir3de import IR3DERouterModel
 
-    path = Path(name_or_path)
-    if path.exists():
+    path = local_path_or_hub_id(name_or_path)
+    if isinstance(path, Path):
+        if not path.exists():
+            raise FileNotFoundError(f"{name_or_path!r} is not a saved router (no such directory)")
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{name_or_path!r} is not a saved router (no config.json there)")
-        return IR3DERouterModel.from_pretrained(name_or_path)
+        return IR3DERouterModel.from_pretrained(path)
     try:
         return IR3DERouterModel.from_pretrained(name_or_path)
     except OSError as error:

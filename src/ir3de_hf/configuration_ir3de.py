@@ -13,9 +13,9 @@ from transformers import PreTrainedConfig
 
 from .aggregation import AGGREGATIONS
 
-__all__ = ["ExpertSpec", "IR3DEConfig"]
+__all__ = ["FORMAT_VERSION", "ExpertSpec", "IR3DEConfig"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: imported moments carry an explicit index (format 1 still loads)
 _EXPERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ._hub_files import hub_file
+from ._hub_files import hub_file, local_path_or_hub_id
 from .configuration_ir3de import ExpertSpec
 from .tokenization import vocabulary_fingerprint
 
@@ -267,11 +267,11 @@ class ExpertPool:
 def _locate(name: str, source: str, revision: str | None, filename: str, role: str = "source") -> Path | None:
     """The directory holding ``filename`` for a local directory or a Hub id (through the HF cache), or None when the
     repository exists without that file. A source that cannot be found at all is a clear error."""
-    local = Path(source).expanduser()
-    if local.is_dir():
+    local = local_path_or_hub_id(source)
+    if isinstance(local, Path):
+        if not local.is_dir():
+            raise ValueError(f"Expert {name!r}: {role} {source!r} is not a directory.")
         return local if (local / filename).is_file() else None
-    if local.exists() or source.startswith((".", "/", "~")):
-        raise ValueError(f"Expert {name!r}: {role} {source!r} is not a directory.")
     where = f"Expert {name!r}: {role} {source!r} (revision {revision or 'main'})"
     found = hub_file(source, filename, revision, where=where, missing_ok=True)
     return found.parent if found is not None else None

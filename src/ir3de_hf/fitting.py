@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .configuration_ir3de import ExpertSpec
 from .distributed import process_state, sum_across_processes
 from .fit_checkpoint import ExpertProgress, FitCheckpoint, checkpoint_path
-from .statistics import check_token_ids
+from .inputs import TokenCounter
 from .text_sources import describe_source, open_text_source, shard_for_process
 from .tokenization import encode_texts, vocabulary_fingerprint
 
@@ -112,8 +112,6 @@ def count_experts(
     state = process_state()
     rank, world = state.process_index, state.num_processes
     ignored = sorted({int(i) for i in ignored_token_ids})
-    usable = torch.ones(vocab_size, dtype=torch.bool)
-    usable[ignored] = False
     identity = {
         "experts": [[name, describe_source(source)] for name, source in sources.items()],
         "tokenizer": vocabulary_fingerprint(tokenizer),
@@ -149,20 +147,17 @@ def count_experts(
                 disable=not (progress and state.is_main_process),
             )
             batches = _batches(dataset, name, text_column, batch_size, seconds)
+            counter = TokenCounter(vocab_size, ignored, budget, counts=checkpoint.counts[index])  # counts in place
             with bar:
                 for done, (count, flat_ids, position) in enumerate(encoder.encode(batches, seconds), start=1):
                     start = time.perf_counter()
-                    ids = check_token_ids(torch.from_numpy(flat_ids), vocab_size)
-                    ids = ids[usable[ids]]
-                    if budget is not None:
-                        ids = ids[: budget - entry.tokens]
-                    checkpoint.counts[index] += torch.bincount(ids, minlength=vocab_size)
+                    counted = counter.add(torch.from_numpy(flat_ids))
                     entry.texts += count
-                    entry.tokens += ids.numel()
+                    entry.tokens += counted
                     entry.position = position
                     seconds["count"] += time.perf_counter() - start
-                    bar.update(ids.numel())
-                    if budget is not None and entry.tokens >= budget:
+                    bar.update(counted)
+                    if counter.full:
                         break
                     if path is not None and done % checkpoint_every == 0:
                         _save(checkpoint, path, seconds)

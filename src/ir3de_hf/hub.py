@@ -1,90 +1,38 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""Hub round trips: push and pull routers, publish expert statistics.
+"""Hub round trips beyond the router's own methods: push a saved router directory, pull a router, publish one
+expert's statistics.
 
-transformers' own ``push_to_hub`` replaces the ``README.md`` that ``save_pretrained`` wrote with a generic card, so
-routers are pushed here instead: ``create_repo(exist_ok=True)``, ``save_pretrained`` into a scratch directory (card
-included), then one ``upload_folder`` commit. Loading is ``IR3DERouterModel.from_pretrained(repo_id, revision=...)``.
+Every push is one commit of a directory saved into a scratch folder (`ir3de_hf._hub_files.upload_directory`), so
+the ir3de model card that ``save_pretrained`` writes is the one the Hub shows (transformers' own ``push_to_hub`` would
+replace it). Loading is ``IR3DERouterModel.from_pretrained(repo_id, revision=...)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import CommitInfo, HfApi, snapshot_download
 
-from ._hub_files import hub_file
-from .cards import CardInfo, hub_id
+from ._hub_files import hub_file, upload_directory
+from .cards import statistics_card
+from .modeling_ir3de import IR3DERouterModel
 
 if TYPE_CHECKING:
-    from .modeling_ir3de import IR3DERouterModel
     from .shared_statistics import ExpertStatistics
 
 __all__ = ["pull_router", "push_router", "push_statistics_to_hub"]
 
 
-def push_router(
-    router: IR3DERouterModel | str | os.PathLike[str],
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    commit_description: str | None = None,
-    private: bool | None = None,
-    token: str | bool | None = None,
-    create_pr: bool = False,
-    encoder_by_reference: bool = False,
-    card: CardInfo | None = None,
-) -> CommitInfo:
-    """Pushes a router (a loaded one, or the directory of a saved one) to ``repo_id`` in a single commit.
-
-    Args:
-        router: an `IR3DERouterModel`, or a path that `IR3DERouterModel.from_pretrained` loads.
-        repo_id: ``"org/name"``; the repository is created if needed.
-        revision: the branch to commit to (it must exist; default ``main``).
-        encoder_by_reference: leave the embedding table out; the encoder must then be a Hub id (a local path means
-            nothing to others), and its revision is pinned to the current commit when the router does not pin one.
-        card: extra card content (evaluation report, datasets, license, tags); ``repo_id`` is filled in.
-
-    Returns:
-        The `CommitInfo`; ``commit.oid`` is the revision that loads exactly this push.
-    """
-    from .modeling_ir3de import IR3DERouterModel
-
+def push_router(router: IR3DERouterModel | str | os.PathLike[str], repo_id: str, **options: Any) -> CommitInfo:
+    """Pushes a router, or the directory of a saved one, to ``repo_id`` in a single commit: the same as
+    ``IR3DERouterModel.from_pretrained(router).push_to_hub(repo_id, **options)`` (see
+    [`IR3DERouterModel.push_to_hub`] for the options). Returns the `CommitInfo`."""
     if not isinstance(router, IR3DERouterModel):
         router = IR3DERouterModel.from_pretrained(router)
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    pinned = router.config.encoder_revision
-    if encoder_by_reference:
-        encoder = router.config.encoder
-        if hub_id(encoder) is None:
-            raise ValueError(
-                f"encoder_by_reference=True needs the encoder to be a Hub id, but it is {encoder!r}: others could not "
-                "load it. Set router.config.encoder to the encoder's Hub id (and encoder_revision), or push the "
-                "router self-contained."
-            )
-        pinned = pinned or api.model_info(encoder).sha  # type: ignore[arg-type]
-    card = replace(card or CardInfo(), repo_id=repo_id)
-    saved_revision = router.config.encoder_revision
-    router.config.encoder_revision = pinned
-    try:
-        with tempfile.TemporaryDirectory(prefix="ir3de-push-") as staging:
-            router.save_pretrained(staging, encoder_by_reference=encoder_by_reference, card=card)
-            return api.upload_folder(
-                repo_id=repo_id,
-                folder_path=staging,
-                revision=revision,
-                commit_message=commit_message or f"Upload IR3DE router ({router.num_experts} experts)",
-                commit_description=commit_description,
-                create_pr=create_pr,
-            )
-    finally:
-        router.config.encoder_revision = saved_revision
+    return router.push_to_hub(repo_id, **options)
 
 
 def pull_router(
@@ -125,16 +73,16 @@ def push_statistics_to_hub(
     Get them with ``router.expert_statistics(name)``; ``expert`` (the expert model's Hub id) goes into the card's
     snippet. Others add the expert with ``router.add_expert_from_hub(repo_id, expert=...)``, without the text.
     """
-    from .cards import statistics_card
 
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ir3de-statistics-") as staging:
+    def save(staging: Path) -> None:
         statistics.save(staging, card=False)
-        statistics_card(statistics, repo_id=repo_id, expert=expert).save(Path(staging) / "README.md")
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=staging,
-            revision=revision,
-            commit_message=commit_message or f"Upload IR3DE statistics of {statistics.name!r}",
-        )
+        statistics_card(statistics, repo_id=repo_id, expert=expert).save(staging / "README.md")
+
+    return upload_directory(
+        HfApi(token=token),
+        repo_id,
+        save,
+        revision=revision,
+        commit_message=commit_message or f"Upload IR3DE statistics of {statistics.name!r}",
+        private=private,
+    )

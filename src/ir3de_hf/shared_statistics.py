@@ -9,7 +9,6 @@ Nothing is unpickled: safetensors and JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._hub_files import hub_file
+from ._hub_files import hub_file, local_path_or_hub_id
 from ._saving import atomic_directory
+from .encoder import embedding_fingerprint
 
 if TYPE_CHECKING:
     from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["STATISTICS_FILE", "ExpertStatistics", "StatisticsError", "check_compatible", "embedding_fingerprint"]
+__all__ = ["STATISTICS_FILE", "ExpertStatistics", "StatisticsError", "check_compatible"]
 
 STATISTICS_FILE = "statistics.safetensors"
 METADATA_FILE = "statistics.json"
@@ -35,12 +35,6 @@ _VERSION = 1
 
 class StatisticsError(ValueError):
     """Shared statistics that cannot be used: malformed, or from another tokenizer or encoder."""
-
-
-def embedding_fingerprint(weight: torch.Tensor) -> str:
-    """sha256 of a float32 embedding table: moments are only valid with the exact table they were computed with."""
-    data = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
-    return "sha256:" + hashlib.sha256(data.numpy().tobytes()).hexdigest()
 
 
 @dataclass
@@ -104,14 +98,15 @@ class ExpertStatistics:
     @classmethod
     def from_router(cls, router: IR3DERouterModel, name: str, description: str | None = None) -> ExpertStatistics:
         """The statistics of expert ``name`` of ``router``, ready to save or push."""
-        index = router._expert_index(name)
-        spec = router.config.expert_specs[index]
+        if name not in router.expert_names:
+            known = ", ".join(router.expert_names) or "none"
+            raise StatisticsError(f"No expert named {name!r}; the router's experts are: {known}.")
+        spec = router.config.expert_specs[router.expert_names.index(name)]
         if router.config.tokenizer_fingerprint is None:
             raise StatisticsError(
                 "The router has no tokenizer fingerprint (it was built without a tokenizer), so its statistics "
                 "cannot be matched to a vocabulary; build it with IR3DERouterModel.from_encoder(..., tokenizer=...)."
             )
-        imported = router._imported_moments()[index]
         common: dict[str, Any] = {
             "name": name,
             "tokenizer_fingerprint": router.config.tokenizer_fingerprint,
@@ -120,8 +115,9 @@ class ExpertStatistics:
             "encoder_revision": router.config.encoder_revision,
             "description": description if description is not None else spec.description,
         }
+        imported = router.store.imported_moments(name)
         if imported is None:
-            return cls(histogram=router.expert_counts[index].detach().cpu().clone(), **common)
+            return cls(histogram=router.store.histogram(name).detach().cpu().clone(), **common)  # type: ignore[union-attr]
         fingerprint = embedding_fingerprint(router.embed_tokens.weight)
         moments = (imported[0].detach().cpu().clone(), imported[1].detach().cpu().clone())
         return cls(moments=moments, encoder_fingerprint=fingerprint, **common)
@@ -231,11 +227,13 @@ def check_compatible(statistics: ExpertStatistics, router: IR3DERouterModel, whe
 
 
 def _locate(path_or_repo_id: str, revision: str | None) -> Path:
-    local = Path(path_or_repo_id).expanduser()
-    if local.is_dir():
-        return local
+    located = local_path_or_hub_id(path_or_repo_id)
+    if isinstance(located, Path):
+        if not located.is_dir():
+            raise StatisticsError(f"Statistics {path_or_repo_id!r}: no such directory.")
+        return located
     where = f"Statistics {path_or_repo_id!r} (revision {revision or 'main'})"
-    hub_file(path_or_repo_id, METADATA_FILE, revision, where=where, error=StatisticsError)
-    found = hub_file(path_or_repo_id, STATISTICS_FILE, revision, where=where, error=StatisticsError)
+    hub_file(located, METADATA_FILE, revision, where=where, error=StatisticsError)
+    found = hub_file(located, STATISTICS_FILE, revision, where=where, error=StatisticsError)
     assert found is not None
     return found.parent

@@ -18,6 +18,8 @@ from typing import Any
 from datasets import Dataset, IterableDataset, load_dataset
 from datasets.distributed import split_dataset_by_node
 
+from ._hub_files import local_path_or_hub_id
+
 __all__ = ["describe_source", "open_text_source", "shard_for_process"]
 
 _DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -32,7 +34,7 @@ def open_text_source(source: Any, *, text_column: str = "text", split: str = "tr
     ``.jsonl`` or ``.txt`` file, a glob pattern of such files, or else a dataset id on the Hub (``split`` is used).
     """
     if isinstance(source, str | Path):
-        dataset = _open_path(str(source), text_column, split)
+        dataset = _open_path(source, text_column, split)
     elif isinstance(source, Dataset):
         dataset = source.to_iterable_dataset()
     elif isinstance(source, IterableDataset):
@@ -74,18 +76,22 @@ def describe_source(source: Any) -> str:
     return f"list of {len(source)} texts (sha256 {digest})"
 
 
-def _open_path(source: str, text_column: str, split: str) -> IterableDataset:
-    path = Path(source)
+def _open_path(source: str | Path, text_column: str, split: str) -> IterableDataset:
+    """Files or a Hub dataset; `local_path_or_hub_id` decides which (a `Path` is always local), and ``_DATASET_ID``
+    also requires a dataset id to start with a letter or digit."""
+    located = local_path_or_hub_id(source)
+    if isinstance(located, str) and _DATASET_ID.match(located):
+        return _open_hub_dataset(located, split)
+    path = Path(located)
+    source = str(source)
     if path.is_dir():
         files = _files_in(path)
     elif path.is_file():
         files = [path]
     elif glob.has_magic(source):
-        files = sorted(Path(match) for match in glob.glob(source, recursive=True) if Path(match).is_file())
+        files = sorted(Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file())
         if not files:
             raise FileNotFoundError(f"No file matches {source!r}.")
-    elif _DATASET_ID.match(source) and not source.startswith("."):
-        return _open_hub_dataset(source, split)
     else:
         raise FileNotFoundError(
             f"No such file or directory: {source!r} (expected a directory of .txt files, a .parquet / .jsonl / .txt "

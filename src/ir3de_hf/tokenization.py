@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from .statistics import token_histogram
-
-__all__ = ["count_text_tokens", "encode_texts", "pad_token_ids", "vocabulary_fingerprint"]
+__all__ = ["encode_texts", "pad_token_ids", "vocabulary_fingerprint"]
 
 
 def vocabulary_fingerprint(tokenizer: Any) -> str:
@@ -40,25 +37,3 @@ def pad_token_ids(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, tor
             input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
             attention_mask[row, : len(sequence)] = 1
     return input_ids, attention_mask
-
-
-def count_text_tokens(
-    tokenizer: Any,
-    text_batches: Iterable[Sequence[str]],
-    *,
-    vocab_size: int,
-    ignored_token_ids: Iterable[int] = (),
-    total: int | None = None,
-    desc: str = "Counting tokens",
-) -> torch.Tensor:
-    """Histogram of the token ids of every text in ``text_batches`` (an iterable of lists of strings)."""
-    ignored = list(ignored_token_ids)
-    counts = torch.zeros(vocab_size, dtype=torch.int64)
-    with tqdm(total=total, desc=desc, unit=" texts", disable=total is not None and total < 2048) as progress:
-        for batch in text_batches:
-            ids = [token for sequence in encode_texts(tokenizer, batch) for token in sequence]
-            counts += token_histogram(
-                torch.as_tensor(ids, dtype=torch.long), vocab_size=vocab_size, ignored_token_ids=ignored
-            )
-            progress.update(len(batch))
-    return counts

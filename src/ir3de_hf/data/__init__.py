@@ -4,7 +4,7 @@
 """
 
 from ir3de_hf.data.build import BuildConfig, build_benchmark
-from ir3de_hf.data.card import dataset_card_template_path, render_dataset_card
+from ir3de_hf.data.card import render_dataset_card
 from ir3de_hf.data.load import benchmark_path, load_benchmark, load_sources
 from ir3de_hf.data.publish import save_benchmark
 from ir3de_hf.data.sources import DOMAINS, SOURCES
@@ -17,7 +17,6 @@ __all__ = [
     "BuildConfig",
     "benchmark_path",
     "build_benchmark",
-    "dataset_card_template_path",
     "load_benchmark",
     "load_sources",
     "render_dataset_card",

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import string
-from pathlib import Path
 from typing import Any
 
 from datasets import DatasetDict
 
+from ir3de_hf._templates import template_path
 from ir3de_hf.assets import ARTIFACTS
 from ir3de_hf.data.sources import SOURCES
 from ir3de_hf.data.summary import markdown_table
-
-
-def dataset_card_template_path() -> Path:
-    """``hub_cards/dataset_card.md`` at the repository root (the layout the project keeps its Hub cards in)."""
-    path = Path(__file__).resolve().parents[3] / "hub_cards" / "dataset_card.md"
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset card template not found at {path}; run from a checkout of the repository")
-    return path
 
 
 def _pin(artifact: str) -> str:
@@ -63,7 +55,7 @@ def render_dataset_card(dataset: DatasetDict, report: dict[str, Any]) -> str:
         "max_group_share": f"{config['max_group_share']:.0%}",
         "python": report["python"],
     }
-    return string.Template(dataset_card_template_path().read_text(encoding="utf-8")).substitute(values)
+    return string.Template(template_path("dataset_card.md").read_text(encoding="utf-8")).substitute(values)
 
 
 def render_license_notice() -> str:

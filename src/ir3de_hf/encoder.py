@@ -1,0 +1,76 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The frozen encoder: the input-embedding table of a causal LM, taken from a model, a Hub id or a path.
+
+A router saved "by reference" leaves the table out of its weights and names the encoder (Hub id and revision) with
+the table's sha256 instead; [`referenced_embeddings`] fetches the table again and refuses any other one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from .configuration_ir3de import IR3DEConfig
+
+__all__ = ["embedding_fingerprint", "encoder_embeddings", "referenced_embeddings"]
+
+
+def embedding_fingerprint(weight: torch.Tensor) -> str:
+    """sha256 of a float32 embedding table: moments are only valid with the exact table they were computed with."""
+    data = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    return "sha256:" + hashlib.sha256(data.numpy().tobytes()).hexdigest()
+
+
+def encoder_embeddings(
+    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding, revision: str | None = None
+) -> tuple[torch.Tensor, str | None]:
+    """The float32 embedding table (V x d) of ``encoder`` and the reference to record for it (its Hub id or path,
+    None for a bare `nn.Embedding`)."""
+    embeddings: nn.Module
+    reference: str | None
+    if isinstance(encoder, str | os.PathLike):
+        model = AutoModelForCausalLM.from_pretrained(encoder, revision=revision, dtype=torch.float32)
+        embeddings, reference = model.get_input_embeddings(), str(encoder)
+    elif isinstance(encoder, PreTrainedModel):
+        embeddings, reference = encoder.get_input_embeddings(), encoder.config.name_or_path or None
+    elif isinstance(encoder, nn.Embedding):
+        embeddings, reference = encoder, None
+    else:
+        raise TypeError(
+            "encoder must be a Hub id or local path, a PreTrainedModel or an nn.Embedding, got "
+            f"{type(encoder).__name__}."
+        )
+    weight = embeddings.weight
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise TypeError(f"The encoder's input embeddings have no 2-D weight table ({type(embeddings).__name__}).")
+    return weight.detach().float(), reference
+
+
+def referenced_embeddings(config: IR3DEConfig) -> torch.Tensor:
+    """The table of a router saved with ``encoder_by_reference``, loaded from ``config.encoder`` at
+    ``config.encoder_revision`` and checked against the saved shape and sha256."""
+    where = f"encoder {config.encoder!r}" + (
+        f" at revision {config.encoder_revision}" if config.encoder_revision else ""
+    )
+    try:
+        weight, _ = encoder_embeddings(config.encoder, config.encoder_revision)  # type: ignore[arg-type]
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"This router was saved without its embedding table (encoder_by_reference) and its {where} could not "
+            f"be loaded: {error}"
+        ) from error
+    expected = (config.vocab_size, config.hidden_size)
+    if tuple(weight.shape) != expected:
+        raise ValueError(f"The {where} has embeddings of shape {tuple(weight.shape)}, the router needs {expected}.")
+    found = embedding_fingerprint(weight)
+    if found != config.encoder_sha256:
+        raise ValueError(
+            f"The {where} does not have the embedding table this router was saved with (sha256 {found[7:19]}… vs "
+            f"{str(config.encoder_sha256)[7:19]}…): the encoder repository changed. Pin encoder_revision to the "
+            "revision the router was built with."
+        )
+    return weight

@@ -1,0 +1,244 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The one counting path: every way of giving an expert's data becomes checked statistics here.
+
+Texts, a `datasets.Dataset`, token-id tensors, a precomputed histogram or imported moments ``(A_n, b_n)`` all end
+as an [`ExpertData`]: a token histogram (int64, V) with the never-counted ids at zero, or checked float64 moments.
+[`TokenCounter`] is the single place where token ids become counts; `add_expert`, the streaming fit
+(`ir3de_hf.fitting`) and the CLI all go through it.
+
+>>> import torch
+>>> counter = TokenCounter(vocab_size=5, never_counted=[0])
+>>> counter.add(torch.tensor([0, 1, 1, 4]))
+3
+>>> counter.counts.tolist()
+[0, 2, 0, 0, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import torch
+from tqdm.auto import tqdm
+
+from .statistics import check_token_ids, token_histogram
+from .tokenization import encode_texts, pad_token_ids
+
+__all__ = ["DATA_ARGUMENTS", "ExpertData", "ExpertInputs", "TokenCounter", "as_id_tensors", "expert_data"]
+
+_TEXT_BATCH = 1024
+
+
+class ExpertInputs(TypedDict, total=False):
+    """Keyword arguments of `IR3DERouterModel.add_expert` / `update_expert`.
+
+    Give exactly one of ``texts`` (strings, tokenized with the router's tokenizer), ``input_ids`` (with an optional
+    ``attention_mask``; masked positions are not counted), ``dataset`` (a `datasets.Dataset` or `IterableDataset`
+    with a ``text_column``), ``histogram`` (precomputed token counts, a length-V vector) or ``moments``
+    (``(A_n, b_n)``, shapes (d+1, d+1) and (d+1,), computed with this router's encoder; such an expert can be
+    removed or replaced but not re-weighted by token). ``source``/``revision`` say where the expert model lives (Hub
+    id or local path), ``description`` what it is for, and ``base_model`` marks a PEFT adapter. ``None`` means
+    not given.
+    """
+
+    texts: str | Sequence[str] | None
+    input_ids: torch.Tensor | Sequence[Sequence[int]] | None
+    attention_mask: torch.Tensor | Sequence[Sequence[int]] | None
+    dataset: Any
+    text_column: str
+    histogram: torch.Tensor | None
+    moments: tuple[torch.Tensor, torch.Tensor] | None
+    source: str | None
+    revision: str | None
+    description: str | None
+    base_model: str | None
+
+
+DATA_ARGUMENTS = ("texts", "input_ids", "attention_mask", "dataset", "text_column", "histogram", "moments")
+
+
+@dataclass(frozen=True)
+class ExpertData:
+    """An expert's checked statistics: exactly one of ``histogram`` (int64, V) and ``moments`` (float64)."""
+
+    histogram: torch.Tensor | None = None
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class TokenCounter:
+    """Accumulates a token histogram from token ids, never counting ``never_counted`` ids, up to a ``budget``.
+
+    Args:
+        vocab_size: length of the histogram (rows of the router's embedding table).
+        never_counted: ids skipped (padding, special tokens); they do not use up the budget.
+        budget: the most tokens to count (None: no limit).
+        counts: a histogram to continue from (a resumed fit).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        never_counted: Iterable[int] = (),
+        budget: int | None = None,
+        counts: torch.Tensor | None = None,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.budget = budget
+        self.counts = counts if counts is not None else torch.zeros(vocab_size, dtype=torch.int64)
+        self._usable = torch.ones(vocab_size, dtype=torch.bool)
+        self._usable[list(never_counted)] = False
+
+    @property
+    def tokens(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def full(self) -> bool:
+        return self.budget is not None and self.tokens >= self.budget
+
+    def add(self, ids: torch.Tensor) -> int:
+        """Counts the ids (any shape; checked against the vocabulary) and returns how many were counted."""
+        ids = check_token_ids(ids.reshape(-1), self.vocab_size)
+        ids = ids[self._usable[ids]]
+        if self.budget is not None:
+            ids = ids[: max(self.budget - self.tokens, 0)]
+        self.counts += torch.bincount(ids, minlength=self.vocab_size)
+        return ids.numel()
+
+
+def expert_data(
+    name: str,
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    never_counted: Sequence[int],
+    tokenizer: Any = None,
+    texts: str | Sequence[str] | None = None,
+    input_ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    dataset: Any = None,
+    text_column: str = "text",
+    histogram: torch.Tensor | None = None,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> ExpertData:
+    """Checks and counts what was given for expert ``name`` (see [`ExpertInputs`]); every problem is a
+    `ValueError` or `TypeError` naming the expert."""
+    given = {
+        "texts=": texts,
+        "input_ids=": input_ids,
+        "dataset=": dataset,
+        "histogram=": histogram,
+        "moments=": moments,
+    }
+    named = [label for label, value in given.items() if value is not None]
+    if len(named) != 1:
+        raise ValueError(
+            f"Expert {name!r}: give exactly one of texts=, input_ids=, dataset= or histogram= (got "
+            f"{', '.join(named) or 'none'}); imported (A_n, b_n) statistics go in moments= instead."
+        )
+    if attention_mask is not None and input_ids is None:
+        raise ValueError(f"Expert {name!r}: attention_mask= only goes with input_ids=.")
+    if moments is not None:
+        return ExpertData(moments=_checked_moments(name, moments, hidden_size))
+    if histogram is not None:
+        counts = checked_histogram(histogram, vocab_size).clone()
+        counts[list(never_counted)] = 0
+    elif input_ids is not None:
+        ids, mask = as_id_tensors(input_ids, attention_mask)
+        counts = token_histogram(ids, mask, vocab_size=vocab_size, ignored_token_ids=never_counted)
+    else:
+        if tokenizer is None:
+            raise ValueError(
+                f"Expert {name!r}: this router has no tokenizer, which is needed to count text. Pass tokenizer= to "
+                "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
+            )
+        batches, total = _text_batches(name, texts, dataset, text_column)
+        counter = TokenCounter(vocab_size, never_counted)
+        with tqdm(total=total, desc=f"Counting tokens of {name!r}", unit=" texts", disable=(total or 0) < 2048) as bar:
+            for batch in batches:
+                flat = [token for sequence in encode_texts(tokenizer, batch) for token in sequence]
+                counter.add(torch.as_tensor(flat, dtype=torch.long))
+                bar.update(len(batch))
+        counts = counter.counts
+    if int(counts.sum()) == 0:
+        raise ValueError(
+            f"Expert {name!r} has no usable token (empty text, all padding or only ignored special tokens)."
+        )
+    return ExpertData(histogram=counts)
+
+
+def checked_histogram(histogram: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``histogram`` as int64 after checking it is a length-V vector of non-negative integer counts."""
+    counts = torch.as_tensor(histogram)
+    if counts.ndim != 1 or counts.shape[0] != vocab_size:
+        raise ValueError(
+            f"A histogram must be a vector of {vocab_size} counts (the router's vocabulary), got shape "
+            f"{tuple(counts.shape)}: it was counted with a different tokenizer."
+        )
+    if counts.dtype.is_floating_point or counts.dtype == torch.bool or bool((counts < 0).any()):
+        raise ValueError("A histogram must hold non-negative integer token counts.")
+    return counts.to(torch.int64)
+
+
+def as_id_tensors(
+    input_ids: torch.Tensor | Sequence[Sequence[int]], attention_mask: torch.Tensor | Sequence[Sequence[int]] | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token ids as a tensor, or as lists of ids (then right-padded with a mask) -> ``(input_ids, attention_mask)``."""
+    if isinstance(input_ids, torch.Tensor):
+        ids = input_ids
+    elif isinstance(input_ids, Sequence) and all(isinstance(row, Sequence) for row in input_ids):
+        if attention_mask is not None:
+            ids = torch.as_tensor(input_ids)
+        else:
+            ids, attention_mask = pad_token_ids(input_ids)
+    else:
+        raise TypeError("Expected text (a string or a list of strings) or token ids (a tensor or a list of id lists).")
+    mask = torch.as_tensor(attention_mask) if attention_mask is not None else None
+    return ids, mask
+
+
+def _checked_moments(
+    name: str, moments: tuple[torch.Tensor, torch.Tensor], hidden_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A_n, b_n)`` as float64 after checking what the math guarantees: shapes (d+1, d+1) and (d+1,), finite, ``A_n``
+    symmetric, and a positive token count (``A_n[d, d] == b_n[d]``, both the number of tokens)."""
+    if not isinstance(moments, tuple | list) or len(moments) != 2:
+        raise TypeError(f"Expert {name!r}: moments= must be a pair (A_n, b_n) of tensors.")
+    a, b = (torch.as_tensor(value).detach().to(torch.float64).cpu() for value in moments)
+    width = hidden_size + 1
+    if a.shape != (width, width) or b.shape != (width,):
+        raise ValueError(
+            f"Expert {name!r}: moments must have shapes ({width}, {width}) and ({width},) for this router's encoder "
+            f"(hidden size {hidden_size} plus the bias feature), got {tuple(a.shape)} and {tuple(b.shape)}: they "
+            "were computed with a different encoder."
+        )
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError(f"Expert {name!r}: moments contain NaN or infinite values.")
+    scale = float(a.abs().max())
+    if not torch.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(scale, 1.0)):
+        raise ValueError(f"Expert {name!r}: A_n must be symmetric (it is a sum of x x^T).")
+    tokens = float(b[-1])
+    if not tokens > 0 or abs(float(a[-1, -1]) - tokens) > 1e-6 * max(tokens, 1.0):
+        raise ValueError(
+            f"Expert {name!r}: the bias entries of the moments must both hold the token count (A_n[d, d] = "
+            f"{float(a[-1, -1])}, b_n[d] = {tokens}); these are not IR3DE moments over [x, 1] features."
+        )
+    return a, b
+
+
+def _text_batches(
+    name: str, texts: str | Sequence[str] | None, dataset: Any, text_column: str
+) -> tuple[Iterator[list[str]], int | None]:
+    if texts is not None:
+        items = [texts] if isinstance(texts, str) else list(texts)
+        return (items[i : i + _TEXT_BATCH] for i in range(0, len(items), _TEXT_BATCH)), len(items)
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and text_column not in columns:
+        raise ValueError(
+            f"Expert {name!r}: the dataset has no column {text_column!r} (columns: {', '.join(columns)}); "
+            "pass text_column=..."
+        )
+    total = len(dataset) if hasattr(dataset, "__len__") else None
+    return (batch[text_column] for batch in dataset.iter(batch_size=_TEXT_BATCH)), total
