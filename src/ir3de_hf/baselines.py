@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from .aggregation import margins
-from .modeling_ir3de import IR3DERouterOutput
+from .outputs import IR3DERouterOutput
 
 __all__ = ["ClassifierRouter", "KNNRouter", "OracleRouter", "RandomRouter", "SentenceEncoder"]
 

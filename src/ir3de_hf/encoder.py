@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .configuration_ir3de import IR3DEConfig
+from .tokenization import vocabulary_fingerprint
 
-__all__ = ["embedding_fingerprint", "encoder_embeddings", "referenced_embeddings"]
+__all__ = ["embedding_fingerprint", "encoder_config", "encoder_embeddings", "referenced_embeddings"]
 
 
 def embedding_fingerprint(weight: torch.Tensor) -> str:
@@ -48,6 +50,34 @@ def encoder_embeddings(
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise TypeError(f"The encoder's input embeddings have no 2-D weight table ({type(embeddings).__name__}).")
     return weight.detach().float(), reference
+
+
+def encoder_config(
+    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding, tokenizer: Any = None, **config_kwargs: Any
+) -> tuple[IR3DEConfig, torch.Tensor, Any]:
+    """The config of an empty router over ``encoder`` (see `IR3DERouterModel.from_encoder`), the embedding table and
+    the tokenizer (loaded from ``encoder`` when that is a Hub id or path and no tokenizer is given)."""
+    revision = config_kwargs.get("encoder_revision")
+    weight, reference = encoder_embeddings(encoder, revision)
+    if isinstance(encoder, str | os.PathLike) and tokenizer is None:
+        tokenizer = encoder
+    if isinstance(tokenizer, str | os.PathLike):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer, revision=revision)
+    vocab_size, hidden_size = weight.shape
+    settings: dict[str, Any] = {"encoder": reference}
+    if tokenizer is not None:
+        if len(tokenizer) > vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the encoder's embedding table has only {vocab_size} "
+                "rows: they come from different models. Pass the encoder's own tokenizer."
+            )
+        settings.update(
+            pad_token_id=tokenizer.pad_token_id,
+            ignored_token_ids=list(tokenizer.all_special_ids),
+            tokenizer_fingerprint=vocabulary_fingerprint(tokenizer),
+        )
+    settings.update(config_kwargs)
+    return IR3DEConfig(vocab_size=vocab_size, hidden_size=hidden_size, **settings), weight, tokenizer
 
 
 def referenced_embeddings(config: IR3DEConfig) -> torch.Tensor:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from huggingface_hub import CommitInfo, HfApi, snapshot_download
+from typing_extensions import Unpack
 
 from ._hub_files import hub_file, upload_directory
 from .cards import statistics_card
 from .modeling_ir3de import IR3DERouterModel
+from .persistence import PushOptions
 
 if TYPE_CHECKING:
     from .shared_statistics import ExpertStatistics
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["pull_router", "push_router", "push_statistics_to_hub"]
 
 
-def push_router(router: IR3DERouterModel | str | os.PathLike[str], repo_id: str, **options: Any) -> CommitInfo:
+def push_router(
+    router: IR3DERouterModel | str | os.PathLike[str], repo_id: str, **options: Unpack[PushOptions]
+) -> CommitInfo:
     """Pushes a router, or the directory of a saved one, to ``repo_id`` in a single commit: the same as
     ``IR3DERouterModel.from_pretrained(router).push_to_hub(repo_id, **options)`` (see
     [`IR3DERouterModel.push_to_hub`] for the options). Returns the `CommitInfo`."""

@@ -23,10 +23,19 @@ from typing import Any, TypedDict
 import torch
 from tqdm.auto import tqdm
 
+from .configuration_ir3de import IR3DEConfig
 from .statistics import check_token_ids, token_histogram
 from .tokenization import encode_texts, pad_token_ids
 
-__all__ = ["DATA_ARGUMENTS", "ExpertData", "ExpertInputs", "TokenCounter", "as_id_tensors", "expert_data"]
+__all__ = [
+    "DATA_ARGUMENTS",
+    "ExpertData",
+    "ExpertInputs",
+    "TokenCounter",
+    "as_id_tensors",
+    "expert_data",
+    "prompt_ids",
+]
 
 _TEXT_BATCH = 1024
 
@@ -110,10 +119,8 @@ class TokenCounter:
 
 def expert_data(
     name: str,
+    config: IR3DEConfig,
     *,
-    vocab_size: int,
-    hidden_size: int,
-    never_counted: Sequence[int],
     tokenizer: Any = None,
     texts: str | Sequence[str] | None = None,
     input_ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
@@ -124,7 +131,8 @@ def expert_data(
     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ExpertData:
     """Checks and counts what was given for expert ``name`` (see [`ExpertInputs`]); every problem is a
-    `ValueError` or `TypeError` naming the expert."""
+    `ValueError` or `TypeError` naming the expert. ``config`` gives the vocabulary, width and never-counted ids."""
+    vocab_size, never_counted = config.vocab_size, config.never_counted_ids
     given = {
         "texts=": texts,
         "input_ids=": input_ids,
@@ -141,7 +149,7 @@ def expert_data(
     if attention_mask is not None and input_ids is None:
         raise ValueError(f"Expert {name!r}: attention_mask= only goes with input_ids=.")
     if moments is not None:
-        return ExpertData(moments=_checked_moments(name, moments, hidden_size))
+        return ExpertData(moments=_checked_moments(name, moments, config.hidden_size))
     if histogram is not None:
         counts = checked_histogram(histogram, vocab_size).clone()
         counts[list(never_counted)] = 0
@@ -180,6 +188,28 @@ def checked_histogram(histogram: torch.Tensor, vocab_size: int) -> torch.Tensor:
     if counts.dtype.is_floating_point or counts.dtype == torch.bool or bool((counts < 0).any()):
         raise ValueError("A histogram must hold non-negative integer token counts.")
     return counts.to(torch.int64)
+
+
+def prompt_ids(
+    texts_or_input_ids: str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]],
+    attention_mask: torch.Tensor | Sequence[Sequence[int]] | None,
+    tokenizer: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prompts to route (text, or token ids as a tensor or lists) -> ``(input_ids, attention_mask)``; text is
+    tokenized without special tokens."""
+    if isinstance(texts_or_input_ids, str):
+        texts_or_input_ids = [texts_or_input_ids]
+    is_text = isinstance(texts_or_input_ids, Sequence) and len(texts_or_input_ids) > 0
+    if not (is_text and all(isinstance(item, str) for item in texts_or_input_ids)):
+        return as_id_tensors(texts_or_input_ids, attention_mask)  # type: ignore[arg-type]
+    if attention_mask is not None:
+        raise ValueError("attention_mask= only goes with token ids, not with text.")
+    if tokenizer is None:
+        raise ValueError(
+            "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
+            "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
+        )
+    return pad_token_ids(encode_texts(tokenizer, texts_or_input_ids))  # type: ignore[arg-type]
 
 
 def as_id_tensors(

@@ -10,34 +10,32 @@ of ``S`` rows and a vote, and a route running while another thread edits the exp
 from __future__ import annotations
 
 import copy
-import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from huggingface_hub import CommitInfo, HfApi
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, cached_file
 from typing_extensions import Unpack
 
-from ._hub_files import hub_id, upload_directory
+from . import persistence
+from ._hub_files import upload_directory
 from ._saving import atomic_directory, recover_directory
 from .aggregation import aggregate, margins
-from .cards import CONFUSION_IMAGE, CardInfo, router_card
+from .cards import CardInfo
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
-from .encoder import embedding_fingerprint, encoder_embeddings, referenced_embeddings
+from .encoder import encoder_config, referenced_embeddings
 from .experts import ExpertPool
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
-from .inputs import DATA_ARGUMENTS, ExpertInputs, as_id_tensors, expert_data
+from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data, prompt_ids
+from .outputs import IR3DERouterOutput
 from .shared_statistics import ExpertStatistics, check_compatible
-from .statistics import check_token_ids, normalize_columns
+from .statistics import normalize_columns
 from .store import (
     MOMENT_KEYS,
     ExpertStatisticsStore,
@@ -45,48 +43,11 @@ from .store import (
     checkpoint_tensors,
     store_from_checkpoint,
 )
-from .tokenization import encode_texts, pad_token_ids, vocabulary_fingerprint
 
 __all__ = ["IR3DERouterModel", "IR3DERouterOutput"]
 
 _USES_ENTROPY = ("entropy_top_k", "weighted_mean")
-_ENCODER_KEY = "embed_tokens.weight"
 _REGISTRY_FIELDS = ("source", "revision", "description", "base_model")
-
-
-@dataclass
-class IR3DERouterOutput(ModelOutput):
-    """
-    Routing decision for a batch of B prompts of L tokens over N experts.
-
-    Args:
-        logits (`torch.FloatTensor` of shape `(B, N)`):
-            Aggregated expert scores: vote shares for `majority_vote` / `entropy_top_k`, mean token scores for `mean`,
-            confidence-weighted mean token scores for `weighted_mean`.
-        expert_ids (`torch.LongTensor` of shape `(B,)`):
-            Chosen expert per prompt; `-1` for a prompt with no usable token (see `no_evidence`).
-        margins (`torch.FloatTensor` of shape `(B,)`):
-            Best minus second-best logit (`inf` with a single expert, 0 without evidence).
-        token_scores (`torch.FloatTensor` of shape `(B, L, N)`):
-            Per-token expert scores `W^T E[t] + beta`, for explanations.
-        token_votes (`torch.LongTensor` of shape `(B, L)`):
-            The expert each token prefers; `-1` at padding and ignored tokens.
-        voting_mask (`torch.BoolTensor` of shape `(B, L)`):
-            The tokens that took part in the decision (all usable tokens, or the top-k of `entropy_top_k`).
-        no_evidence (`torch.BoolTensor` of shape `(B,)`):
-            True for prompts that are empty, all padding or only ignored tokens.
-        expert_names (`list[str | None]`):
-            Name of the chosen expert per prompt (`None` where `no_evidence`).
-    """
-
-    logits: torch.Tensor | None = None
-    expert_ids: torch.Tensor | None = None
-    margins: torch.Tensor | None = None
-    token_scores: torch.Tensor | None = None
-    token_votes: torch.Tensor | None = None
-    voting_mask: torch.Tensor | None = None
-    no_evidence: torch.Tensor | None = None
-    expert_names: list[str | None] | None = None
 
 
 class IR3DERouterModel(PreTrainedModel):
@@ -140,7 +101,7 @@ class IR3DERouterModel(PreTrainedModel):
         self.register_load_state_dict_post_hook(lambda module, _: module._load_store())
         self.post_init()
         if config.encoder_by_reference:  # the table is re-materialised from the encoder after loading
-            self._keys_to_ignore_on_load_missing.add(rf"^{_ENCODER_KEY}$")  # type: ignore[union-attr]
+            self._keys_to_ignore_on_load_missing.add(rf"^{persistence.ENCODER_KEY}$")  # type: ignore[union-attr]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -187,26 +148,8 @@ class IR3DERouterModel(PreTrainedModel):
         By default the tokenizer's special tokens (and padding) are never counted and never vote; pass
         ``ignored_token_ids=[...]`` to choose them yourself.
         """
-        weight, encoder_ref = encoder_embeddings(encoder, config_kwargs.get("encoder_revision"))
-        if isinstance(encoder, str | os.PathLike) and tokenizer is None:
-            tokenizer = encoder
-        if isinstance(tokenizer, str | os.PathLike):
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer, revision=config_kwargs.get("encoder_revision"))
-        vocab_size, hidden_size = weight.shape
-        settings: dict[str, Any] = {"encoder": encoder_ref}
-        if tokenizer is not None:
-            if len(tokenizer) > vocab_size:
-                raise ValueError(
-                    f"The tokenizer has {len(tokenizer)} tokens but the encoder's embedding table has only "
-                    f"{vocab_size} rows: they come from different models. Pass the encoder's own tokenizer."
-                )
-            settings.update(
-                pad_token_id=tokenizer.pad_token_id,
-                ignored_token_ids=list(tokenizer.all_special_ids),
-                tokenizer_fingerprint=vocabulary_fingerprint(tokenizer),
-            )
-        settings.update(config_kwargs)
-        router = cls(IR3DEConfig(vocab_size=vocab_size, hidden_size=hidden_size, **settings))
+        config, weight, tokenizer = encoder_config(encoder, tokenizer, **config_kwargs)
+        router = cls(config)
         with torch.no_grad():
             router.embed_tokens.weight.copy_(weight)
         router.tokenizer = tokenizer
@@ -270,18 +213,10 @@ class IR3DERouterModel(PreTrainedModel):
         if new and name in self.expert_names:
             raise ValueError(f"An expert named {name!r} already exists; use update_expert({name!r}, ...) instead.")
         old = None if new else self.config.expert_specs[self._index(name)]
-        data = expert_data(
-            name,
-            vocab_size=self.config.vocab_size,
-            hidden_size=self.config.hidden_size,
-            never_counted=self.config.never_counted_ids,
-            tokenizer=self.tokenizer,
-            **{key: inputs[key] for key in DATA_ARGUMENTS if key in inputs},  # type: ignore[literal-required]
-        )
-        fields: dict[str, Any] = {key: inputs.get(key) for key in _REGISTRY_FIELDS}
-        kept = {key: getattr(old, key) for key, value in fields.items() if value is None and old is not None}
-        statistics = None if data.moments is None else "moments"
-        spec = ExpertSpec(name, **{**fields, **kept}, statistics=statistics)
+        arguments: dict[str, Any] = {key: inputs[key] for key in DATA_ARGUMENTS if key in inputs}  # type: ignore[literal-required]
+        data = expert_data(name, self.config, tokenizer=self.tokenizer, **arguments)
+        given: dict[str, Any] = {key: inputs[key] for key in _REGISTRY_FIELDS if inputs.get(key) is not None}  # type: ignore[literal-required]
+        spec = replace(old or ExpertSpec(name), **given, statistics=None if data.moments is None else "moments")
         if spec.source is not None and spec != old:  # checks the source; loading waits for generation
             ExpertPool(tokenizer_fingerprint=self.config.tokenizer_fingerprint).register(spec)
         with self._edits:
@@ -318,26 +253,7 @@ class IR3DERouterModel(PreTrainedModel):
     ) -> IR3DERouterOutput:
         """Routes a batch of token ids (B x L); positions where ``attention_mask`` is 0 never vote."""
         tables = self.store.tables(_settings(self.config))  # one consistent version for the whole call
-        if input_ids.ndim == 1:
-            input_ids = input_ids[None]
-            attention_mask = attention_mask[None] if attention_mask is not None else None
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
-        device = tables.scores.device
-        input_ids = input_ids.to(device)
-        if attention_mask is None:
-            ids = check_token_ids(input_ids, self.config.vocab_size)
-            usable = tables.usable[ids]
-        elif attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
-                f"{tuple(input_ids.shape)}; they must match."
-            )
-        else:
-            present = attention_mask.to(device=device, dtype=torch.bool)
-            check_token_ids(input_ids[present], self.config.vocab_size)
-            ids = input_ids.masked_fill(~present, 0).to(torch.long)
-            usable = present & tables.usable[ids]
+        ids, usable = tables.lookup(input_ids, attention_mask)
         token_votes = tables.votes[ids]
         token_scores = tables.scores[ids]
         aggregation = self.config.aggregation
@@ -372,21 +288,8 @@ class IR3DERouterModel(PreTrainedModel):
         Text is tokenized with the router's tokenizer without special tokens. An empty prompt gets
         ``expert_ids == -1`` and ``no_evidence == True`` rather than an error.
         """
-        if isinstance(texts_or_input_ids, str):
-            texts_or_input_ids = [texts_or_input_ids]
-        is_text = isinstance(texts_or_input_ids, Sequence) and len(texts_or_input_ids) > 0
-        if is_text and all(isinstance(item, str) for item in texts_or_input_ids):
-            if attention_mask is not None:
-                raise ValueError("attention_mask= only goes with token ids, not with text.")
-            if self.tokenizer is None:
-                raise ValueError(
-                    "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
-                    "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
-                )
-            input_ids, attention_mask = pad_token_ids(encode_texts(self.tokenizer, texts_or_input_ids))  # type: ignore[arg-type]
-        else:
-            input_ids, attention_mask = as_id_tensors(texts_or_input_ids, attention_mask)  # type: ignore[arg-type]
-        return self(input_ids=input_ids, attention_mask=attention_mask)
+        input_ids, mask = prompt_ids(texts_or_input_ids, attention_mask, self.tokenizer)
+        return self(input_ids=input_ids, attention_mask=mask)
 
     # ------------------------------------------------------------------ generation
 
@@ -444,79 +347,42 @@ class IR3DERouterModel(PreTrainedModel):
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
         self.config.check()
-        overrides: dict[str, Any] = {}
+        overrides = (
+            persistence.by_reference_overrides(self.config, self.embed_tokens.weight) if encoder_by_reference else {}
+        )
         if encoder_by_reference:
-            if not self.config.encoder:
-                raise ValueError(
-                    "encoder_by_reference=True needs config.encoder (the Hub id or path of the model whose input "
-                    "embeddings this router uses); this router's encoder was given as a tensor. Set "
-                    "router.config.encoder, or save the router self-contained."
-                )
-            overrides = {
-                "encoder_by_reference": True,
-                "encoder_sha256": embedding_fingerprint(self.embed_tokens.weight),
+            kwargs["state_dict"] = {
+                key: value for key, value in self.state_dict().items() if key != persistence.ENCODER_KEY
             }
-            kwargs["state_dict"] = {key: value for key, value in self.state_dict().items() if key != _ENCODER_KEY}
-        with atomic_directory(save_directory) as staging, _overridden(self.config, overrides):
+        with atomic_directory(save_directory) as staging, persistence.overridden(self.config, overrides):
             super().save_pretrained(staging, **kwargs)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(staging)
-            image = None
-            if card is not None and card.evaluation is not None:
-                from .evaluation import plot_confusion_matrix
-
-                image = plot_confusion_matrix(card.evaluation, staging / CONFUSION_IMAGE).name
-            info = router_card(
-                self.config, self.store.token_counts(), card, confusion_image=image, by_reference=encoder_by_reference
+            counts = self.store.token_counts()
+            persistence.write_companions(
+                staging, self.config, counts, self.tokenizer, card, by_reference=encoder_by_reference
             )
-            info.save(staging / "README.md")
 
-    def push_to_hub(  # type: ignore[override]
-        self,
-        repo_id: str,
-        *,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        create_pr: bool = False,
-        encoder_by_reference: bool = False,
-        card: CardInfo | None = None,
-    ) -> CommitInfo:
-        """Uploads config, statistics, tokenizer and the ir3de model card to ``repo_id`` in one commit (creating the
-        repository if needed) and returns the commit; ``from_pretrained(repo_id, revision=commit.oid)`` loads exactly
-        this version.
-
-        Args:
-            repo_id: ``"org/name"``.
-            revision: the branch to commit to (it must exist; default ``main``).
-            encoder_by_reference: leave the embedding table out (see [`save_pretrained`]); the encoder must then be a
-                Hub id, and its revision is pinned to the encoder's current commit when the router pins none.
-            card: extra card content (evaluation report, datasets, license, tags); ``repo_id`` is filled in.
-        """
-        api = HfApi(token=token)
-        pinned = self.config.encoder_revision
-        if encoder_by_reference:
-            encoder = self.config.encoder
-            if hub_id(encoder) is None:
-                raise ValueError(
-                    f"encoder_by_reference=True needs the encoder to be a Hub id, but it is {encoder!r}: others could "
-                    "not load it. Set router.config.encoder to the encoder's Hub id (and encoder_revision), or push "
-                    "the router self-contained."
-                )
-            pinned = pinned or api.model_info(encoder).sha  # type: ignore[arg-type]
-        card = replace(card or CardInfo(), repo_id=repo_id)
-        with _overridden(self.config, {"encoder_revision": pinned}):
+    def push_to_hub(self, repo_id: str, **options: Unpack[persistence.PushOptions]) -> CommitInfo:  # type: ignore[override]
+        """Uploads config, statistics, tokenizer and the ir3de model card to ``repo_id`` (``"org/name"``, created if
+        needed) in one commit and returns it; ``from_pretrained(repo_id, revision=commit.oid)`` loads exactly this
+        version. Options (see [`~ir3de_hf.persistence.PushOptions`]): ``revision`` (an existing branch),
+        ``commit_message``, ``commit_description``, ``private``, ``token``, ``create_pr``, ``encoder_by_reference``
+        (the encoder must then be a Hub id; its revision is pinned) and ``card`` (``repo_id`` is filled in)."""
+        by_reference = options.get("encoder_by_reference", False)
+        api = HfApi(token=options.get("token"))
+        pinned = (
+            persistence.pinned_encoder_revision(api, self.config) if by_reference else self.config.encoder_revision
+        )
+        card = replace(options.get("card") or CardInfo(), repo_id=repo_id)
+        with persistence.overridden(self.config, {"encoder_revision": pinned}):
             return upload_directory(
                 api,
                 repo_id,
-                lambda staging: self.save_pretrained(staging, encoder_by_reference=encoder_by_reference, card=card),
-                revision=revision,
-                commit_message=commit_message or f"Upload IR3DE router ({self.num_experts} experts)",
-                commit_description=commit_description,
-                private=private,
-                create_pr=create_pr,
+                lambda staging: self.save_pretrained(staging, encoder_by_reference=by_reference, card=card),
+                revision=options.get("revision"),
+                commit_message=options.get("commit_message") or f"Upload IR3DE router ({self.num_experts} experts)",
+                commit_description=options.get("commit_description"),
+                private=options.get("private"),
+                create_pr=options.get("create_pr", False),
             )
 
     @classmethod
@@ -528,26 +394,16 @@ class IR3DERouterModel(PreTrainedModel):
         table from its encoder repository, checked against the saved sha256; any failure raises before a router is
         returned. Routers of format 1 (before the statistics store) load unchanged."""
         recover_directory(pretrained_model_name_or_path)
-        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
-        _require_ir3de_config(pretrained_model_name_or_path, hub_kwargs)
+        where = persistence.hub_kwargs(kwargs)
+        persistence.require_ir3de_config(pretrained_model_name_or_path, where)
         router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         router._load_store()
         if router.config.encoder_by_reference:
-            weight = referenced_embeddings(router.config)
             with torch.no_grad():
-                router.embed_tokens.weight.copy_(weight.to(router.embed_tokens.weight.device))
-            router.config.encoder_by_reference = False
-            router.config.encoder_sha256 = None
+                router.embed_tokens.weight.copy_(referenced_embeddings(router.config))
+            router.config.encoder_by_reference, router.config.encoder_sha256 = False, None
             router._load_store()  # forget moments cached with the placeholder table
-        found = cached_file(
-            pretrained_model_name_or_path,
-            "tokenizer_config.json",
-            _raise_exceptions_for_missing_entries=False,
-            **hub_kwargs,
-        )
-        router.tokenizer = (
-            AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub_kwargs) if found else None
-        )
+        router.tokenizer = persistence.saved_tokenizer(pretrained_model_name_or_path, where)
         return router
 
     # ------------------------------------------------------------------ shareable statistics
@@ -563,19 +419,11 @@ class IR3DERouterModel(PreTrainedModel):
         base_model: str | None = None,
         description: str | None = None,
     ) -> None:
-        """Adds an expert from published statistics (a Hub repository written by
-        [`ir3de_hf.hub.push_statistics_to_hub`], or a local directory): no text needed.
-
-        Args:
-            statistics: Hub id or local directory of the statistics; ``revision`` pins the Hub revision.
-            name: the expert's name here (defaults to the name stored with the statistics).
-            expert, expert_revision, base_model: where the expert model lives (as ``source``/``revision``/
-                ``base_model`` of [`add_expert`]).
-            description: defaults to the one stored with the statistics.
-
-        Statistics counted with another tokenizer (a different vocabulary fingerprint), or moments computed with
-        another embedding table, are refused with a `StatisticsError`; the router is left unchanged.
-        """
+        """Adds an expert from published statistics (a Hub id at ``revision``, or a local directory, written by
+        [`ir3de_hf.hub.push_statistics_to_hub`]): no text needed. ``name`` and ``description`` default to the stored
+        ones; ``expert``, ``expert_revision`` and ``base_model`` say where the expert model lives (``source``,
+        ``revision`` and ``base_model`` of [`add_expert`]). Statistics of another tokenizer, or moments of another
+        embedding table, are refused with a `StatisticsError` and the router is left unchanged."""
         shared = ExpertStatistics.load(statistics, revision=revision)
         check_compatible(shared, self, where=str(statistics))
         self.add_expert(
@@ -594,36 +442,5 @@ class IR3DERouterModel(PreTrainedModel):
         return ExpertStatistics.from_router(self, name)
 
 
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
-
-
 def _settings(config: IR3DEConfig) -> RoutingSettings:
     return RoutingSettings(float(config.ridge_lambda), bool(config.normalize_columns), tuple(config.never_counted_ids))
-
-
-@contextmanager
-def _overridden(config: IR3DEConfig, values: dict[str, Any]) -> Iterator[None]:
-    """Sets config fields for the duration of a save only: a by-reference save must not change the router."""
-    saved = {key: getattr(config, key) for key in values}
-    for key, value in values.items():
-        setattr(config, key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(config, key, value)
-
-
-def _require_ir3de_config(name_or_path: str | os.PathLike[str], hub_kwargs: dict[str, Any]) -> None:
-    """Refuses, before any weight is read, a repository that is not an IR3DE router (transformers would only warn
-    and build a router from a foreign config)."""
-    config_file = cached_file(name_or_path, "config.json", **hub_kwargs)
-    try:
-        model_type = json.loads(Path(config_file).read_text()).get("model_type")  # type: ignore[arg-type]
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{name_or_path}: config.json is not valid JSON ({error}).") from error
-    if model_type != IR3DEConfig.model_type:
-        raise ValueError(
-            f"{name_or_path} is not an IR3DE router: its config.json has model_type {model_type!r}, expected "
-            f"{IR3DEConfig.model_type!r}. Load it with the matching transformers class instead."
-        )

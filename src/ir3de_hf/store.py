@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .statistics import augmented_moments, normalize_columns, ridge_solve, token_entropy
+from .statistics import augmented_moments, check_token_ids, normalize_columns, ridge_solve, token_entropy
 
 __all__ = [
     "ExpertStatisticsStore",
@@ -75,6 +75,30 @@ class RoutingTables:
     entropy: torch.Tensor
     votes: torch.Tensor
     usable: torch.Tensor
+
+    def lookup(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked ids (B x L, int64, on the tables' device; masked positions set to 0) and which positions vote (B x
+        L, bool: present and not a never-counted id). A 1-D input is one prompt."""
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+            attention_mask = attention_mask[None] if attention_mask is not None else None
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        input_ids = input_ids.to(self.scores.device)
+        if attention_mask is None:
+            ids = check_token_ids(input_ids, len(self.usable))
+            return ids, self.usable[ids]
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
+                f"{tuple(input_ids.shape)}; they must match."
+            )
+        present = attention_mask.to(device=self.scores.device, dtype=torch.bool)
+        check_token_ids(input_ids[present], len(self.usable))
+        ids = input_ids.masked_fill(~present, 0).to(torch.long)
+        return ids, present & self.usable[ids]
 
 
 class _Expert:

@@ -1,0 +1,147 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""What a saved router holds beside transformers' config and weights, and the checks around loading it.
+
+`IR3DERouterModel.save_pretrained` writes, inside one atomic directory swap (`ir3de_hf._saving`): transformers'
+``config.json`` and ``model.safetensors``, then the companions written here (tokenizer files, the confusion-matrix
+image, the ``README.md`` model card). Loading refuses a foreign ``model_type`` before any weight is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+from huggingface_hub import HfApi
+from transformers import AutoTokenizer
+from transformers.utils import cached_file
+
+from ._hub_files import hub_id
+from .cards import CONFUSION_IMAGE, CardInfo, router_card
+from .configuration_ir3de import IR3DEConfig
+from .encoder import embedding_fingerprint
+
+__all__ = [
+    "ENCODER_KEY",
+    "PushOptions",
+    "by_reference_overrides",
+    "hub_kwargs",
+    "overridden",
+    "pinned_encoder_revision",
+    "require_ir3de_config",
+    "saved_tokenizer",
+    "write_companions",
+]
+
+ENCODER_KEY = "embed_tokens.weight"
+
+
+class PushOptions(TypedDict, total=False):
+    """Options of `IR3DERouterModel.push_to_hub` and `ir3de_hf.hub.push_router`.
+
+    Attributes:
+        revision: the branch to commit to (it must exist; default ``main``).
+        commit_message, commit_description: the commit's texts.
+        private: create the repository as private.
+        token: a Hub token (default: the logged-in one).
+        create_pr: open a pull request instead of committing to the branch.
+        encoder_by_reference: leave the embedding table out (see `IR3DERouterModel.save_pretrained`).
+        card: extra model-card content (evaluation report, datasets, license, tags).
+    """
+
+    revision: str | None
+    commit_message: str | None
+    commit_description: str | None
+    private: bool | None
+    token: str | bool | None
+    create_pr: bool
+    encoder_by_reference: bool
+    card: CardInfo | None
+
+
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
+
+
+@contextmanager
+def overridden(config: IR3DEConfig, values: Mapping[str, Any]) -> Iterator[None]:
+    """Sets config fields for the duration of a save only: a by-reference save must not change the router."""
+    saved = {key: getattr(config, key) for key in values}
+    for key, value in values.items():
+        setattr(config, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+
+
+def by_reference_overrides(config: IR3DEConfig, weight: torch.Tensor) -> dict[str, Any]:
+    """The config fields of a save without the embedding table: the flag and the table's sha256."""
+    if not config.encoder:
+        raise ValueError(
+            "encoder_by_reference=True needs config.encoder (the Hub id or path of the model whose input embeddings "
+            "this router uses); this router's encoder was given as a tensor. Set router.config.encoder, or save the "
+            "router self-contained."
+        )
+    return {"encoder_by_reference": True, "encoder_sha256": embedding_fingerprint(weight)}
+
+
+def pinned_encoder_revision(api: HfApi, config: IR3DEConfig) -> str | None:
+    """The encoder revision a by-reference push records: the router's own pin, else the encoder's current commit."""
+    if hub_id(config.encoder) is None:
+        raise ValueError(
+            f"encoder_by_reference=True needs the encoder to be a Hub id, but it is {config.encoder!r}: others could "
+            "not load it. Set router.config.encoder to the encoder's Hub id (and encoder_revision), or push the "
+            "router self-contained."
+        )
+    return config.encoder_revision or api.model_info(config.encoder).sha  # type: ignore[arg-type]
+
+
+def write_companions(
+    directory: Path,
+    config: IR3DEConfig,
+    token_counts: Sequence[int],
+    tokenizer: Any,
+    card: CardInfo | None,
+    by_reference: bool,
+) -> None:
+    """Writes the tokenizer, the confusion-matrix image (when ``card`` has an evaluation) and the model card."""
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    image = None
+    if card is not None and card.evaluation is not None:
+        from .evaluation import plot_confusion_matrix
+
+        image = plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE).name
+    model_card = router_card(config, token_counts, card, confusion_image=image, by_reference=by_reference)
+    model_card.save(directory / "README.md")
+
+
+def hub_kwargs(load_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of a `from_pretrained` call that say where files come from."""
+    return {key: load_kwargs[key] for key in _HUB_KWARGS if key in load_kwargs}
+
+
+def require_ir3de_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> None:
+    """Refuses, before any weight is read, a repository that is not an IR3DE router (transformers would only warn
+    and build a router from a foreign config)."""
+    config_file = cached_file(name_or_path, "config.json", **where)
+    try:
+        model_type = json.loads(Path(config_file).read_text()).get("model_type")  # type: ignore[arg-type]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{name_or_path}: config.json is not valid JSON ({error}).") from error
+    if model_type != IR3DEConfig.model_type:
+        raise ValueError(
+            f"{name_or_path} is not an IR3DE router: its config.json has model_type {model_type!r}, expected "
+            f"{IR3DEConfig.model_type!r}. Load it with the matching transformers class instead."
+        )
+
+
+def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> Any:
+    """The tokenizer saved with a router, or None when it was saved without one."""
+    found = cached_file(name_or_path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False, **where)
+    return AutoTokenizer.from_pretrained(name_or_path, **where) if found else None
