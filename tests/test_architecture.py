@@ -84,8 +84,9 @@ def test_the_import_graph_of_the_package_has_no_cycle():
 def test_the_math_and_the_store_import_no_transformers(module):
     # importing a submodule runs the package __init__ first (which imports transformers): stub the package
     code = (
-        "import importlib.util, sys, types\n"
-        f"sys.modules['ir3de_hf'] = types.ModuleType('ir3de_hf'); sys.modules['ir3de_hf'].__path__ = [{str(PACKAGE)!r}]\n"
+        "import sys, types\n"
+        "package = sys.modules['ir3de_hf'] = types.ModuleType('ir3de_hf')\n"
+        f"package.__path__ = [{str(PACKAGE)!r}]\n"
         f"import {module}\n"
         "print([m for m in sys.modules if m.split('.')[0] == 'transformers'])"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
@@ -76,3 +77,12 @@ def test_editing_a_format_1_router_keeps_the_imported_expert(tmp_path):
     for mine, saved in zip(legal, reloaded.store.imported_moments("legal"), strict=True):  # type: ignore[arg-type]
         assert torch.equal(mine, saved)
     assert load_file(tmp_path / "router" / "model.safetensors")["imported_moments_index"].tolist() == [0]
+
+
+def test_a_format_1_router_already_on_the_hub_loads_by_repo_id(hub):
+    api = HfApi()
+    api.create_repo("org/old-router")
+    commit = api.upload_folder(repo_id="org/old-router", folder_path=FIXTURES / "router_v1")
+    router = IR3DERouterModel.from_pretrained("org/old-router", revision=commit.oid)
+    assert router.expert_names == ["code", "legal", "medical"]
+    _assert_recorded_decisions(router)

@@ -116,6 +116,7 @@ class IR3DEConfig(PreTrainedConfig):
     >>> config = IR3DEConfig(vocab_size=100, hidden_size=8, aggregation="mean")
     >>> config.expert_names
     []
+
     ```
     """
 

@@ -65,11 +65,13 @@ class IR3DERouterModel(PreTrainedModel):
     >>> from ir3de_hf import IR3DERouterModel
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <...>
-    >>> router = IR3DERouterModel.from_encoder(torch.nn.Embedding(100, 16))
+    >>> one_hot = torch.nn.Embedding.from_pretrained(torch.eye(100))  # E = I: the head is a per-token table
+    >>> router = IR3DERouterModel.from_encoder(one_hot)
     >>> router.add_expert("low", input_ids=torch.randint(0, 50, (8, 32)))
     >>> router.add_expert("high", input_ids=torch.randint(50, 100, (8, 32)))
     >>> router.route(torch.tensor([[3, 7, 11], [60, 70, 80]])).expert_names
     ['low', 'high']
+
     ```
     """
 
