@@ -174,14 +174,15 @@ def _swap(new: Path, target: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike[str], keep_others: bool = True) -> Iterator[Path]:
     """Yields an empty directory to write a save into; when the block succeeds it replaces `target` as a whole.
 
-    Files of `target` that the block does not write (a user's notes, a `.git` folder, subfolders) are carried over.
-    If the block raises, `target` is left untouched and the new directory removed.
+    Files of `target` that the block does not write (a user's notes, a `.git` folder, subfolders) are carried over
+    unless `keep_others` is false. If the block raises, `target` is left untouched and the new directory removed.
 
     Args:
         target: the directory to save to; created (with its parents) if missing.
+        keep_others: carry over the files of `target` that the save does not write.
 
     Yields:
         The new directory, a hidden sibling of `target`.
@@ -203,7 +204,8 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
             yield new
             if target.is_dir():
                 _lock(target, stack)  # the old directory, wherever the swap puts it
-                _carry_over(target, new)
+                if keep_others:
+                    _carry_over(target, new)
                 shutil.copymode(target, new)
             _swap(new, target)
     finally:

@@ -335,6 +335,7 @@ class IR3DERouterModel(PreTrainedModel):
         *,
         encoder_by_reference: bool = False,
         card: CardInfo | None = None,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         """Saves config, statistics, encoder, tokenizer and a model card (``README.md``) atomically: the directory
@@ -345,6 +346,8 @@ class IR3DERouterModel(PreTrainedModel):
                 the 115 MB); loading then re-materialises it from ``config.encoder`` (at ``encoder_revision``) and
                 checks its sha256. Needs ``config.encoder`` to name a model that loaders can reach.
             card: what the card says beyond the router (repo id, evaluation report, datasets, license, tags).
+            overwrite: replace a non-empty directory that holds something other than an IR3DE router (refused
+                otherwise, with `FileExistsError`); its files are not kept. Files beside a router are always kept.
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
@@ -356,7 +359,11 @@ class IR3DERouterModel(PreTrainedModel):
             kwargs["state_dict"] = {
                 key: value for key, value in self.state_dict().items() if key != persistence.ENCODER_KEY
             }
-        with atomic_directory(save_directory) as staging, persistence.overridden(self.config, overrides):
+        replaces_foreign = persistence.check_save_target(save_directory, overwrite)
+        with (
+            atomic_directory(save_directory, keep_others=not replaces_foreign) as staging,
+            persistence.overridden(self.config, overrides),
+        ):
             super().save_pretrained(staging, **kwargs)
             counts = self.store.token_counts()
             persistence.write_companions(

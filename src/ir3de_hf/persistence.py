@@ -29,6 +29,7 @@ __all__ = [
     "ENCODER_KEY",
     "PushOptions",
     "by_reference_overrides",
+    "check_save_target",
     "hub_kwargs",
     "overridden",
     "pinned_encoder_revision",
@@ -119,6 +120,35 @@ def write_companions(
         image = plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE).name
     model_card = router_card(config, token_counts, card, confusion_image=image, by_reference=by_reference)
     model_card.save(directory / "README.md")
+
+
+def check_save_target(directory: str | os.PathLike[str], overwrite: bool) -> bool:
+    """Refuses to save over a non-empty directory that is not an IR3DE router (a model checkpoint, a dataset...),
+    unless ``overwrite``: its files would be replaced or mixed with the router's.
+
+    Returns:
+        Whether the save replaces a foreign directory (with ``overwrite``): its files are then not carried over.
+    """
+    path = Path(directory).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory; choose a directory to save the router in.")
+    entries = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    if not entries:
+        return False
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type == IR3DEConfig.model_type:
+        return False
+    if not overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        what = f"a {model_type!r} model" if isinstance(model_type, str) else "files that are not an IR3DE router"
+        raise FileExistsError(
+            f"{path} holds {what} ({shown}); saving the router there would replace or mix with them. Choose an "
+            "empty or new directory, or pass overwrite=True (--overwrite) to replace the directory."
+        )
+    return True
 
 
 def hub_kwargs(load_kwargs: Mapping[str, Any]) -> dict[str, Any]:
