@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .configuration_ir3de import IR3DEConfig
 from .statistics import check_token_ids, token_histogram
-from .tokenization import encode_texts, pad_token_ids
+from .tokenization import checked_id_lists, encode_texts, pad_token_ids
 
 __all__ = [
     "DATA_ARGUMENTS",
@@ -34,7 +34,6 @@ __all__ = [
     "TokenCounter",
     "as_id_tensors",
     "expert_data",
-    "prompt_ids",
 ]
 
 _TEXT_BATCH = 1024
@@ -190,39 +189,18 @@ def checked_histogram(histogram: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return counts.to(torch.int64)
 
 
-def prompt_ids(
-    texts_or_input_ids: str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]],
-    attention_mask: torch.Tensor | Sequence[Sequence[int]] | None,
-    tokenizer: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Prompts to route (text, or token ids as a tensor or lists) -> ``(input_ids, attention_mask)``; text is
-    tokenized without special tokens."""
-    if isinstance(texts_or_input_ids, str):
-        texts_or_input_ids = [texts_or_input_ids]
-    is_text = isinstance(texts_or_input_ids, Sequence) and len(texts_or_input_ids) > 0
-    if not (is_text and all(isinstance(item, str) for item in texts_or_input_ids)):
-        return as_id_tensors(texts_or_input_ids, attention_mask)  # type: ignore[arg-type]
-    if attention_mask is not None:
-        raise ValueError("attention_mask= only goes with token ids, not with text.")
-    if tokenizer is None:
-        raise ValueError(
-            "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
-            "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
-        )
-    return pad_token_ids(encode_texts(tokenizer, texts_or_input_ids))  # type: ignore[arg-type]
-
-
 def as_id_tensors(
     input_ids: torch.Tensor | Sequence[Sequence[int]], attention_mask: torch.Tensor | Sequence[Sequence[int]] | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token ids as a tensor, or as lists of ids (then right-padded with a mask) -> ``(input_ids, attention_mask)``."""
     if isinstance(input_ids, torch.Tensor):
         ids = input_ids
-    elif isinstance(input_ids, Sequence) and all(isinstance(row, Sequence) for row in input_ids):
+    elif isinstance(input_ids, Sequence) and not isinstance(input_ids, str):
+        rows = checked_id_lists(input_ids)
         if attention_mask is not None:
-            ids = torch.as_tensor(input_ids)
+            ids = torch.as_tensor(rows)
         else:
-            ids, attention_mask = pad_token_ids(input_ids)
+            ids, attention_mask = pad_token_ids(rows)
     else:
         raise TypeError("Expected text (a string or a list of strings) or token ids (a tensor or a list of id lists).")
     mask = torch.as_tensor(attention_mask) if attention_mask is not None else None

@@ -32,14 +32,16 @@ from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
 from .encoder import encoder_config, referenced_embeddings
 from .experts import ExpertPool
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
-from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data, prompt_ids
-from .outputs import IR3DERouterOutput
+from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data
+from .outputs import IR3DERouterOutput, merge_outputs
+from .prompts import CHUNK_POSITIONS, PromptBatch
 from .shared_statistics import ExpertStatistics, check_compatible
 from .statistics import normalize_columns
 from .store import (
     MOMENT_KEYS,
     ExpertStatisticsStore,
     RoutingSettings,
+    RoutingTables,
     checkpoint_tensors,
     store_from_checkpoint,
 )
@@ -254,7 +256,11 @@ class IR3DERouterModel(PreTrainedModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> IR3DERouterOutput:
         """Routes a batch of token ids (B x L); positions where ``attention_mask`` is 0 never vote."""
-        tables = self.store.tables(_settings(self.config))  # one consistent version for the whole call
+        return self._decide(self.store.tables(_settings(self.config)), input_ids, attention_mask)
+
+    def _decide(
+        self, tables: RoutingTables, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> IR3DERouterOutput:
         ids, usable = tables.lookup(input_ids, attention_mask)
         token_votes = tables.votes[ids]
         token_scores = tables.scores[ids]
@@ -284,14 +290,24 @@ class IR3DERouterModel(PreTrainedModel):
         self,
         texts_or_input_ids: str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]],
         attention_mask: torch.Tensor | Sequence[Sequence[int]] | None = None,
+        *,
+        token_details: bool | None = None,
     ) -> IR3DERouterOutput:
         """Routes prompts given as text (one string or a list) or as token ids (a tensor or lists of ids).
 
         Text is tokenized with the router's tokenizer without special tokens. An empty prompt gets
-        ``expert_ids == -1`` and ``no_evidence == True`` rather than an error.
+        ``expert_ids == -1`` and ``no_evidence == True`` rather than an error. Prompts are routed in chunks of
+        similar length (see `ir3de_hf.prompts`), all against one version of the router, so memory follows the batch's
+        own tokens. ``token_details`` (per-token scores, votes and voting mask, padded to the longest prompt): by
+        default returned unless padding would make them over 4x the batch's tokens (a few long prompts among many
+        short ones); ``True`` or ``False`` forces the choice.
         """
-        input_ids, mask = prompt_ids(texts_or_input_ids, attention_mask, self.tokenizer)
-        return self(input_ids=input_ids, attention_mask=mask)
+        batch = PromptBatch.from_inputs(texts_or_input_ids, attention_mask, self.tokenizer)
+        tables = self.store.tables(_settings(self.config))  # one version for every chunk
+        if token_details is None:
+            token_details = len(batch) * batch.longest <= max(4 * batch.tokens, CHUNK_POSITIONS)
+        parts = [(rows, self._decide(tables, ids, mask)) for rows, ids, mask in batch.chunks()]
+        return merge_outputs(parts, len(batch), batch.longest if token_details else None)
 
     # ------------------------------------------------------------------ generation
 
@@ -404,9 +420,15 @@ class IR3DERouterModel(PreTrainedModel):
         returned. Routers of format 1 (before the statistics store) load unchanged."""
         recover_directory(pretrained_model_name_or_path)
         where = persistence.hub_kwargs(kwargs)
-        persistence.require_ir3de_config(pretrained_model_name_or_path, where)
+        config = persistence.saved_config(pretrained_model_name_or_path, where)
+        persistence.check_weights(pretrained_model_name_or_path, where, config)
         router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        router._load_store()
+        try:
+            router._load_store()
+            if not torch.isfinite(router.embed_tokens.weight).all():
+                raise ValueError("the embedding table holds NaN or infinite values")
+        except ValueError as error:
+            raise ValueError(f"{pretrained_model_name_or_path}/{persistence.WEIGHTS_FILE}: {error}.") from error
         if router.config.encoder_by_reference:
             with torch.no_grad():
                 router.embed_tokens.weight.copy_(referenced_embeddings(router.config))

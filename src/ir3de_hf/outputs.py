@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
-__all__ = ["IR3DERouterOutput"]
+__all__ = ["IR3DERouterOutput", "merge_outputs"]
+
+_PER_PROMPT = ("logits", "expert_ids", "margins", "no_evidence")
 
 
 @dataclass
@@ -44,3 +46,41 @@ class IR3DERouterOutput(ModelOutput):
     voting_mask: torch.Tensor | None = None
     no_evidence: torch.Tensor | None = None
     expert_names: list[str | None] | None = None
+
+
+def merge_outputs(
+    parts: list[tuple[list[int], IR3DERouterOutput]], size: int, longest: int | None
+) -> IR3DERouterOutput:
+    """Puts the outputs of chunks of a batch (each with the batch rows it holds) back in input order; the per-token
+    fields only when ``longest`` is given, padded to it (scores 0, votes -1, not voting)."""
+    first = parts[0][1]
+    assert first.logits is not None and first.token_scores is not None
+    if len(parts) == 1 and parts[0][0] == list(range(size)):  # one chunk in input order: nothing to move
+        if longest is None:
+            return IR3DERouterOutput(**{key: first[key] for key in _PER_PROMPT}, expert_names=first.expert_names)
+        if first.token_scores.shape[1] == longest:
+            return first
+    num_experts = first.logits.shape[1]
+    device = first.logits.device
+    merged = IR3DERouterOutput(
+        logits=torch.zeros(size, num_experts, device=device),
+        expert_ids=torch.full((size,), -1, dtype=torch.long, device=device),
+        margins=torch.zeros(size, device=device),
+        no_evidence=torch.zeros(size, dtype=torch.bool, device=device),
+        expert_names=[None] * size,
+    )
+    if longest is not None:
+        merged.token_scores = torch.zeros(size, longest, num_experts, device=device)
+        merged.token_votes = torch.full((size, longest), -1, dtype=torch.long, device=device)
+        merged.voting_mask = torch.zeros(size, longest, dtype=torch.bool, device=device)
+    per_prompt = _PER_PROMPT
+    per_token = ("token_scores", "token_votes", "voting_mask") if longest is not None else ()
+    for rows, part in parts:
+        index = torch.as_tensor(rows, device=device)
+        for field in per_prompt:
+            merged[field][index] = part[field]
+        for field in per_token:
+            merged[field][index, : part[field].shape[1]] = part[field]
+        for row, name in zip(rows, part.expert_names or [], strict=True):
+            merged.expert_names[row] = name  # type: ignore[index]
+    return merged

@@ -17,10 +17,11 @@ from typing import Any, TypedDict
 
 import torch
 from huggingface_hub import HfApi
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
-from ._hub_files import hub_id
+from ._hub_files import hub_id, local_path_or_hub_id
 from .cards import CONFUSION_IMAGE, CardInfo, router_card
 from .configuration_ir3de import IR3DEConfig
 from .encoder import embedding_fingerprint
@@ -30,15 +31,18 @@ __all__ = [
     "PushOptions",
     "by_reference_overrides",
     "check_save_target",
+    "check_weights",
+    "expected_tensors",
     "hub_kwargs",
     "overridden",
     "pinned_encoder_revision",
-    "require_ir3de_config",
+    "saved_config",
     "saved_tokenizer",
     "write_companions",
 ]
 
 ENCODER_KEY = "embed_tokens.weight"
+WEIGHTS_FILE = "model.safetensors"
 
 
 class PushOptions(TypedDict, total=False):
@@ -156,19 +160,69 @@ def hub_kwargs(load_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: load_kwargs[key] for key in _HUB_KWARGS if key in load_kwargs}
 
 
-def require_ir3de_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> None:
-    """Refuses, before any weight is read, a repository that is not an IR3DE router (transformers would only warn
-    and build a router from a foreign config)."""
+def saved_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> IR3DEConfig:
+    """The checked config of a saved router. Refuses, before any weight is read, a path that is not a directory, a
+    repository that is not an IR3DE router (transformers would only warn and build a router from a foreign config)
+    and invalid values, each with a message that names the file."""
+    located = local_path_or_hub_id(name_or_path)
+    if isinstance(located, Path) and not located.is_dir():
+        raise FileNotFoundError(
+            f"{name_or_path}: no such directory. Give the directory of a saved router, or a Hub id like 'org/name'."
+        )
     config_file = cached_file(name_or_path, "config.json", **where)
     try:
-        model_type = json.loads(Path(config_file).read_text()).get("model_type")  # type: ignore[arg-type]
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{name_or_path}: config.json is not valid JSON ({error}).") from error
+        values = json.loads(Path(config_file).read_text())  # type: ignore[arg-type]
+        model_type = values.get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{config_file}: not a JSON object ({error}).") from error
     if model_type != IR3DEConfig.model_type:
         raise ValueError(
             f"{name_or_path} is not an IR3DE router: its config.json has model_type {model_type!r}, expected "
             f"{IR3DEConfig.model_type!r}. Load it with the matching transformers class instead."
         )
+    try:
+        return IR3DEConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config_file}: {error}") from error
+
+
+def check_weights(name_or_path: str | os.PathLike[str], where: Mapping[str, Any], config: IR3DEConfig) -> None:
+    """Refuses a ``model.safetensors`` that is truncated, lacks a tensor or holds one whose shape or dtype disagrees
+    with ``config.json``: transformers would fill what is missing with zeros and only warn. Reads the header only."""
+    weights = cached_file(name_or_path, WEIGHTS_FILE, _raise_exceptions_for_missing_entries=False, **where)
+    if weights is None:
+        raise ValueError(f"{name_or_path} has no {WEIGHTS_FILE}: the router's statistics are missing.")
+    try:
+        with safe_open(weights, framework="pt") as handle:
+            keys = handle.keys()  # a safetensors handle, not a dict
+            found = {
+                key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype()) for key in keys
+            }
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{weights}: unreadable or truncated ({error}).") from error
+    for key, (shape, dtype) in expected_tensors(config).items():
+        if key not in found:
+            raise ValueError(f"{weights} lacks the tensor {key!r} ({dtype} {list(shape)}); the file is damaged.")
+        if found[key] != (shape, dtype):
+            raise ValueError(
+                f"{weights}: {key!r} is {found[key][1]} {list(found[key][0])} but config.json needs {dtype} "
+                f"{list(shape)}; the weights and the config do not belong together."
+            )
+
+
+def expected_tensors(config: IR3DEConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and safetensors dtype of every tensor a saved router of ``config`` must hold."""
+    vocab_size, width = config.vocab_size, config.hidden_size + 1
+    imported = sum(spec.statistics == "moments" for spec in config.expert_specs)
+    tensors: dict[str, tuple[tuple[int, ...], str]] = {"expert_counts": ((len(config.experts), vocab_size), "I64")}
+    if not config.encoder_by_reference:
+        tensors[ENCODER_KEY] = ((vocab_size, config.hidden_size), "F32")
+    if imported:
+        tensors["imported_moments_a"] = ((imported, width, width), "F64")
+        tensors["imported_moments_b"] = ((imported, width), "F64")
+        if config.ir3de_format_version >= 2:
+            tensors["imported_moments_index"] = ((imported,), "I64")
+    return tensors
 
 
 def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> Any:

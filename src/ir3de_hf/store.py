@@ -328,16 +328,23 @@ def store_from_checkpoint(
     """The inverse of [`checkpoint_tensors`]; ``imported`` are the positions the registry marks as moments."""
     counts = tensors[COUNTS_KEY]
     if counts.shape[0] != len(names):
-        raise ValueError(f"{COUNTS_KEY} has {counts.shape[0]} rows but the config lists {len(names)} experts.")
+        raise ValueError(f"{COUNTS_KEY} has {counts.shape[0]} rows but the config lists {len(names)} experts")
     index = tensors.get(MOMENT_KEYS[2])
     if index is not None and index.tolist() != list(imported):
         raise ValueError(
             f"{MOMENT_KEYS[2]} says experts {index.tolist()} were imported as moments, the config says "
-            f"{list(imported)}: the weights and config.json do not belong together."
+            f"{list(imported)}: the weights and config.json do not belong together"
         )
+    if bool((counts < 0).any()):
+        raise ValueError(f"{COUNTS_KEY} holds negative token counts")
+    empty = [names[i] for i in range(len(names)) if i not in imported and not bool(counts[i].any())]
+    if empty:
+        raise ValueError(f"{COUNTS_KEY} has no token at all for expert(s) {empty}")
     moments = {}
     if imported:
         stacked_a, stacked_b = tensors[MOMENT_KEYS[0]], tensors[MOMENT_KEYS[1]]
+        if not (torch.isfinite(stacked_a).all() and torch.isfinite(stacked_b).all()):
+            raise ValueError("the imported moments hold NaN or infinite values")
         moments = {position: (stacked_a[k], stacked_b[k]) for k, position in enumerate(imported)}
     store = ExpertStatisticsStore(embeddings, settings)
     for position, name in enumerate(names):
