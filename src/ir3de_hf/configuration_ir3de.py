@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import math
 import re
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,6 +110,13 @@ class IR3DEConfig(PreTrainedConfig):
         encoder_sha256 (`str`, *optional*):
             sha256 of the float32 embedding table, written with `encoder_by_reference` (and by shared moments).
 
+    Every field is checked when it is set: at construction, when a saved config loads and on assignment
+    (`router.config.top_k = 0`). A bad value raises a `ValueError` that names the field and what it accepts, and
+    leaves the previous value in place. `pad_token_id` and `ignored_token_ids` must lie below `vocab_size` after each
+    assignment, so set `vocab_size` first when growing the vocabulary. Editing `experts` or `ignored_token_ids` in
+    place (`config.experts.append(...)`) bypasses the assignment check: [`~IR3DEConfig.check`] catches it, and routing
+    and saving call it.
+
     Example:
 
     ```python
@@ -139,10 +147,19 @@ class IR3DEConfig(PreTrainedConfig):
     ir3de_format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
-        self.experts = [ExpertSpec.from_dict(dict(entry)).to_dict() for entry in self.experts]
-        self.ignored_token_ids = sorted({int(i) for i in self.ignored_token_ids})
         self.check()
         super().__post_init__(**kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Checks (and normalises) a field before it is set, so that a rejected value leaves the old one in place."""
+        check = _FIELD_CHECKS.get(name)
+        if check is not None:
+            value = check(name, value)
+        if name in _TOKEN_ID_FIELDS:
+            others = {key: vars(self)[key] for key in _TOKEN_ID_FIELDS if key != name and key in vars(self)}
+            if len(others) == len(_TOKEN_ID_FIELDS) - 1:  # else midway through __init__: __post_init__ checks
+                _check_ids_in_vocabulary(**others, **{name: value})
+        super().__setattr__(name, value)
 
     @property
     def expert_names(self) -> list[str]:
@@ -161,26 +178,117 @@ class IR3DEConfig(PreTrainedConfig):
         return sorted(ids)
 
     def check(self) -> None:
-        """Raises a `ValueError` naming the first invalid field and what it accepts."""
-        if isinstance(self.ridge_lambda, bool) or not isinstance(self.ridge_lambda, int | float):
-            raise ValueError(f"ridge_lambda must be a positive number, got {self.ridge_lambda!r}.")
-        if not (self.ridge_lambda > 0 and math.isfinite(self.ridge_lambda)):
-            raise ValueError(f"ridge_lambda must be a finite number > 0, got {self.ridge_lambda}.")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {self.aggregation!r}.")
-        for attribute in ("top_k", "vocab_size", "hidden_size"):
-            value = getattr(self, attribute)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{attribute} must be an integer >= 1, got {value!r}.")
-        names = self.expert_names
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"experts: duplicate expert name(s) {duplicates}; names must be unique.")
-        outside = [i for i in self.never_counted_ids if not 0 <= i < self.vocab_size]
-        if outside:
-            raise ValueError(f"pad_token_id and ignored_token_ids must lie in [0, {self.vocab_size}), got {outside}.")
-        if self.ir3de_format_version > FORMAT_VERSION:
+        """Raises a `ValueError` naming the first invalid field and what it accepts.
+
+        Cheap (no work proportional to the vocabulary): call it before using a config whose lists may have been
+        edited in place.
+        """
+        for name, check in _FIELD_CHECKS.items():
+            check(name, getattr(self, name))
+        _check_ids_in_vocabulary(self.vocab_size, self.pad_token_id, self.ignored_token_ids)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _experts(name: str, value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list of dicts with a `name`, got {value!r}.")
+    entries = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or "name" not in entry:
             raise ValueError(
-                f"ir3de_format_version {self.ir3de_format_version} is newer than this ir3de_hf supports "
-                f"({FORMAT_VERSION}); upgrade ir3de_hf."
+                f"{name}[{i}] must be a dict with a `name` and optionally {sorted(ExpertSpec.__dataclass_fields__)}, "
+                f"got {entry!r}."
             )
+        try:
+            entries.append(ExpertSpec.from_dict(dict(entry)).to_dict())
+        except ValueError as error:
+            raise ValueError(f"{name}[{i}]: {error}") from error
+    names = [entry["name"] for entry in entries]
+    duplicates = sorted({expert for expert in names if names.count(expert) > 1})
+    if duplicates:
+        raise ValueError(f"{name}: duplicate expert name(s) {duplicates}; names must be unique.")
+    return entries
+
+
+def _positive_number(name: str, value: Any) -> float | int:
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= sys.float_info.max):
+        raise ValueError(f"{name} must be a finite number > 0 (an int or a float), got {value!r}.")
+    return value
+
+
+def _aggregation(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in AGGREGATIONS:
+        raise ValueError(f"{name} must be one of {', '.join(AGGREGATIONS)}; got {value!r}.")
+    return value
+
+
+def _positive_integer(name: str, value: Any) -> int:
+    if not _is_integer(value) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
+def _optional_string(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string or None, got {value!r}.")
+    return value
+
+
+def _optional_token_id(name: str, value: Any) -> int | None:
+    if value is not None and not (_is_integer(value) and value >= 0):
+        raise ValueError(f"{name} must be None or a token id (an integer >= 0, below vocab_size), got {value!r}.")
+    return value
+
+
+def _token_ids(name: str, value: Any) -> list[int]:
+    """Sorted, without repeats."""
+    if not isinstance(value, list | tuple | set | frozenset) or not all(_is_integer(i) and i >= 0 for i in value):
+        raise ValueError(f"{name} must be a list of token ids (integers >= 0, below vocab_size), got {value!r}.")
+    return sorted(set(value))
+
+
+def _format_version(name: str, value: Any) -> int:
+    if not _is_integer(value) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if value > FORMAT_VERSION:
+        raise ValueError(f"{name} {value} is newer than this ir3de_hf supports ({FORMAT_VERSION}); upgrade ir3de_hf.")
+    return value
+
+
+def _check_ids_in_vocabulary(vocab_size: int, pad_token_id: int | None, ignored_token_ids: list[int]) -> None:
+    """The rule across fields: the ids never counted are rows of the embedding table."""
+    outside = sorted({i for i in [*ignored_token_ids, pad_token_id] if i is not None and i >= vocab_size})
+    if outside:
+        raise ValueError(
+            f"pad_token_id and ignored_token_ids must lie in [0, {vocab_size}) (below vocab_size), got {outside}."
+        )
+
+
+# Each check takes a field's name and value, raises a `ValueError` naming the field, and returns the value to store.
+_FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "experts": _experts,
+    "ridge_lambda": _positive_number,
+    "aggregation": _aggregation,
+    "top_k": _positive_integer,
+    "normalize_columns": _boolean,
+    "encoder": _optional_string,
+    "encoder_revision": _optional_string,
+    "vocab_size": _positive_integer,
+    "hidden_size": _positive_integer,
+    "pad_token_id": _optional_token_id,
+    "ignored_token_ids": _token_ids,
+    "tokenizer_fingerprint": _optional_string,
+    "encoder_by_reference": _boolean,
+    "encoder_sha256": _optional_string,
+    "ir3de_format_version": _format_version,
+}
+_TOKEN_ID_FIELDS = ("vocab_size", "pad_token_id", "ignored_token_ids")
