@@ -5,6 +5,9 @@ metadata, the position each expert's stream reached.
 Counts and position are written together in one file that replaces the previous one atomically (temporary file,
 fsync, ``os.replace``), so a process killed at any moment leaves either the old or the new checkpoint, and the
 counts in it are exactly those of the texts before its position: a resumed fit counts nothing twice.
+
+A checkpoint whose fit ended is kept, marked ``finished``: it is never resumed (`FitCheckpoint.load` returns None),
+so the next fit in the same directory counts afresh, and it does not block a fit with another number of processes.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 __all__ = ["ExpertProgress", "FitCheckpoint", "checkpoint_path"]
 
-FORMAT = "ir3de-fit-state/1"
+FORMAT = "ir3de-fit-state/2"  # 2: data identified by content; finished fits marked
 
 
 @dataclass
@@ -38,19 +41,21 @@ class ExpertProgress:
 class FitCheckpoint:
     """The state of one process: partial histograms (N x V, int64) and each expert's progress.
 
-    ``identity`` describes the fit (experts and their data, vocabulary, process count, batching, budget); a checkpoint
-    is only resumed by the same fit.
+    ``identity`` describes the fit (experts and their data, vocabulary, process count, batching, budget); the fit
+    compares it with its own before resuming. ``finished``: the fit ended and summed these counts.
     """
 
     identity: dict[str, Any]
     counts: torch.Tensor
     progress: list[ExpertProgress] = field(default_factory=list)
+    finished: bool = False
 
     def save(self, path: Path) -> None:
         metadata = {
             "format": FORMAT,
             "identity": json.dumps(self.identity, sort_keys=True),
             "progress": json.dumps([asdict(entry) for entry in self.progress]),
+            "finished": json.dumps(self.finished),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -65,36 +70,44 @@ class FitCheckpoint:
                 os.remove(temporary)
 
     @classmethod
-    def load(cls, path: Path, identity: dict[str, Any]) -> FitCheckpoint | None:
-        """The checkpoint at ``path`` if there is one; an error if it belongs to another fit."""
+    def load(cls, path: Path) -> FitCheckpoint | None:
+        """The checkpoint at ``path`` to resume from; None when there is none or its fit finished."""
         if not path.is_file():
             return None
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an ir3de fit checkpoint (format {metadata.get('format')!r}).")
-        saved = json.loads(metadata["identity"])
-        if saved != json.loads(json.dumps(identity, sort_keys=True)):
-            changed = sorted(key for key in set(saved) | set(identity) if saved.get(key) != identity.get(key))
-            raise ValueError(
-                f"The checkpoint in {path.parent} belongs to a different fit (it differs in: {', '.join(changed)}). "
-                "Resume with the same experts, data and options, or use another checkpoint directory."
-            )
+        metadata = _metadata(path)
+        if json.loads(metadata["finished"]):
+            return None
         progress = [ExpertProgress(**entry) for entry in json.loads(metadata["progress"])]
-        return cls(identity, load_file(str(path))["counts"], progress)
+        return cls(json.loads(metadata["identity"]), load_file(str(path))["counts"], progress)
+
+
+def _finished(path: Path) -> bool:
+    return bool(json.loads(_metadata(path)["finished"]))
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a fit checkpoint of this version of ir3de_hf (format {metadata.get('format')!r}, "
+            f"expected {FORMAT!r}); delete {path.parent} or pass another checkpoint directory."
+        )
+    return metadata
 
 
 def checkpoint_path(directory: str | os.PathLike[str], rank: int, world_size: int) -> Path:
-    """The checkpoint file of process ``rank``; other process counts' files in the same directory are refused."""
+    """The checkpoint file of process ``rank``; unfinished checkpoints of other process counts in the same directory
+    are refused."""
     directory = Path(directory)
     others = sorted(
         other.name
         for other in directory.glob("fit-state-*.safetensors")
-        if not other.name.endswith(f"-of-{world_size:05d}.safetensors")
+        if not other.name.endswith(f"-of-{world_size:05d}.safetensors") and not _finished(other)
     )
     if others:
         raise ValueError(
-            f"{directory} holds a fit checkpoint made with a different number of processes ({others[0]}); resume it "
-            f"with that number of processes, or use another checkpoint directory."
+            f"{directory} holds an unfinished fit checkpoint made with a different number of processes ({others[0]}); "
+            f"resume it with that number of processes, or delete {directory} or pass another checkpoint directory."
         )
     return directory / f"fit-state-{rank:05d}-of-{world_size:05d}.safetensors"

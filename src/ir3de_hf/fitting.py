@@ -14,16 +14,26 @@ bit for bit. Run the same code plainly or under ``torchrun`` / ``accelerate laun
 With ``checkpoint_dir`` every process saves its partial histograms and stream positions atomically every
 ``checkpoint_every`` batches; a fit started again with the same arguments continues where the last checkpoint left
 off and counts nothing twice.
+
+A checkpoint belongs to its data: it records each source's identity (`text_sources.source_identity`: every file's
+name, size, modification time and a hash of its ends; a hash of a list's texts; a Dataset's length and end rows; a Hub
+dataset's id and split) with the fit's arguments, and a rerun whose data or arguments differ is refused with a
+`ValueError` that names the expert and the file added, removed or changed, rather than resumed on counts of other
+data. A fit that ends marks its checkpoints finished instead of deleting them (they record what was counted, and a
+fit on several processes would race to delete them); a finished checkpoint is never resumed, so the next fit in the
+same directory counts afresh.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +47,15 @@ from .configuration_ir3de import ExpertSpec
 from .distributed import process_state, sum_across_processes
 from .fit_checkpoint import ExpertProgress, FitCheckpoint, checkpoint_path
 from .inputs import TokenCounter
-from .text_sources import describe_source, open_text_source, shard_for_process
+from .text_sources import (
+    READ_ERRORS,
+    describe_change,
+    invalid_text,
+    open_text_source,
+    shard_for_process,
+    source_identity,
+    unreadable,
+)
 from .tokenization import encode_texts, vocabulary_fingerprint
 
 if TYPE_CHECKING:
@@ -101,19 +119,25 @@ def count_experts(
         max_tokens: token budget per expert (counted tokens; split evenly over processes). None: all the text.
         num_proc: tokenizer worker processes per fitting process (None: tokenize in the process; a fast tokenizer
             already uses several threads on long batches).
-        checkpoint_dir: where each process checkpoints its partial counts; a fit finds and resumes its checkpoint.
+        checkpoint_dir: where each process checkpoints its partial counts; a fit resumes an unfinished checkpoint of
+            the same data and arguments, refuses one of other data or arguments, and marks its own finished at the end.
         checkpoint_every: checkpoint after this many batches (and after each expert).
         progress: show a progress bar with tokens/s on the main process.
+
+    Raises:
+        FileNotFoundError: a path that is not there, or a folder without text files.
+        TypeError: a source of no kind a fit reads.
+        ValueError: bad data, named by expert and file (not UTF-8, a broken JSON line, no text column, values that
+            are not strings, a lone surrogate), an option below 1, or a checkpoint of another fit.
     """
-    if batch_size < 1 or checkpoint_every < 1 or (max_tokens is not None and max_tokens < 1):
-        raise ValueError("batch_size, checkpoint_every and max_tokens must be >= 1.")
+    _check_counts(batch_size=batch_size, checkpoint_every=checkpoint_every, max_tokens=max_tokens)
     if not sources:
         raise ValueError("No expert to fit: give at least one name -> text source.")
     state = process_state()
     rank, world = state.process_index, state.num_processes
     ignored = sorted({int(i) for i in ignored_token_ids})
     identity = {
-        "experts": [[name, describe_source(source)] for name, source in sources.items()],
+        "experts": _source_identities(sources, text_column, split),
         "tokenizer": vocabulary_fingerprint(tokenizer),
         "vocab_size": vocab_size,
         "ignored_token_ids": ignored,
@@ -124,10 +148,11 @@ def count_experts(
         "world_size": world,
     }
     path = checkpoint_path(checkpoint_dir, rank, world) if checkpoint_dir is not None else None
-    saved = FitCheckpoint.load(path, identity) if path is not None else None
+    saved = _resumable(path, identity) if path is not None else None
     checkpoint = saved or FitCheckpoint(
         identity, torch.zeros(len(sources), vocab_size, dtype=torch.int64), [ExpertProgress() for _ in sources]
     )
+    streams = _open_pending(sources, checkpoint.progress, text_column, split, rank, world)
     seconds = dict.fromkeys(STAGES, 0.0)
     budget = None if max_tokens is None else max_tokens // world + int(rank < max_tokens % world)
     with _Encoder(tokenizer, num_proc) as encoder:
@@ -135,7 +160,7 @@ def count_experts(
             entry = checkpoint.progress[index]
             if entry.done:
                 continue
-            dataset = shard_for_process(open_text_source(source, text_column=text_column, split=split), rank, world)
+            dataset = streams[index]
             if entry.position is not None:
                 dataset.load_state_dict(entry.position)
             bar = tqdm(
@@ -146,7 +171,8 @@ def count_experts(
                 unit_scale=True,
                 disable=not (progress and state.is_main_process),
             )
-            batches = _batches(dataset, name, text_column, batch_size, seconds)
+            label = f"Expert {name!r}" + (f" (in the share of process {rank})" if world > 1 else "")
+            batches = _batches(dataset, source, label, text_column, batch_size, entry.texts, seconds)
             counter = TokenCounter(vocab_size, ignored, budget, counts=checkpoint.counts[index])  # counts in place
             with bar:
                 for done, (count, flat_ids, position) in enumerate(encoder.encode(batches, seconds), start=1):
@@ -173,6 +199,9 @@ def count_experts(
         }
     )
     seconds["reduce"] += time.perf_counter() - start
+    if path is not None:  # every process has summed: the next fit in this directory counts afresh
+        checkpoint.finished = True
+        _save(checkpoint, path, seconds)
     names = list(sources)
     return FitResult(
         histograms={name: totals["counts"][i] for i, name in enumerate(names)},
@@ -196,7 +225,8 @@ def fit_experts(
 
     Every process must call it (under torch.distributed) with the same router and sources; afterwards every
     process's router holds the summed histograms. ``expert_fields`` gives registry fields per expert (``source``,
-    ``revision``, ``description``, ``base_model``); ``options`` go to [`count_experts`].
+    ``revision``, ``description``, ``base_model``); ``options`` go to [`count_experts`]. On any error the router is
+    left as it was: the experts are added all or none.
     """
     if router.tokenizer is None:
         raise ValueError("The router has no tokenizer, which a fit from text needs; pass tokenizer= to from_encoder.")
@@ -212,12 +242,7 @@ def fit_experts(
         ignored_token_ids=router.config.never_counted_ids,
         **options,
     )
-    for name, histogram in result.histograms.items():
-        fields = dict((expert_fields or {}).get(name, {}))
-        if name in router.expert_names:
-            router.update_expert(name, histogram=histogram, **fields)
-        else:
-            router.add_expert(name, histogram=histogram, **fields)
+    _add_all(router, result.histograms, expert_fields or {})
     start = time.perf_counter()
     if process_state().is_main_process:
         router.ridge_solution()
@@ -225,21 +250,133 @@ def fit_experts(
     return result
 
 
+def _add_all(
+    router: IR3DERouterModel, histograms: Mapping[str, torch.Tensor], expert_fields: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Adds or updates every counted expert, all or nothing: the edits are made on a copy first, so one that fails
+    (an expert without a usable token, a model ``source`` that is not there) leaves ``router`` as it was."""
+    for target in (router.copy(), router):
+        for name, histogram in histograms.items():
+            fields = dict(expert_fields.get(name, {}))
+            if name in target.expert_names:
+                target.update_expert(name, histogram=histogram, **fields)
+            else:
+                target.add_expert(name, histogram=histogram, **fields)
+
+
+def _check_counts(**options: int | None) -> None:
+    """Refuses a batch size, checkpoint interval or token budget below 1 (None: no budget), naming the option."""
+    for option, value in options.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{option} must be an integer >= 1, got {value!r}.")
+
+
+@contextmanager
+def _about_expert(name: str) -> Iterator[None]:
+    """Prefixes the message of an error about one expert's source with the expert's name (a list or a Dataset has no
+    path that would tell which expert it is)."""
+    try:
+        yield
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        kind = next(kind for kind in (FileNotFoundError, TypeError, ValueError) if isinstance(error, kind))
+        raise kind(f"Expert {name!r}: {error}") from error
+
+
+def _source_identities(sources: Mapping[str, Any], text_column: str, split: str) -> list[list[Any]]:
+    """``[name, source_identity]`` per expert; a missing path or a bad text fails here, before any counting."""
+    identities = []
+    for name, source in sources.items():
+        with _about_expert(name):
+            identities.append([name, source_identity(source, text_column=text_column, split=split)])
+    return identities
+
+
+def _resumable(path: Path, identity: dict[str, Any]) -> FitCheckpoint | None:
+    """The unfinished checkpoint of this very fit at ``path``, or None when there is none (or its fit finished). One
+    of other data or arguments is refused, naming what differs: resuming it would mix the counts of two fits."""
+    saved = FitCheckpoint.load(path)
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as the saved identity was read back from JSON
+    if saved is None or saved.identity == identity:
+        return saved
+    changes = "; ".join(_identity_changes(saved.identity, identity))
+    raise ValueError(
+        f"The checkpoint in {path.parent} belongs to a different fit ({changes}). Delete {path.parent} to count "
+        "afresh, or pass another checkpoint directory (CLI: --checkpoint-dir)."
+    )
+
+
+def _identity_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two fit identities, expert by expert for the data, in words."""
+    changes = []
+    for key in sorted(saved.keys() | current.keys()):
+        before, after = saved.get(key), current.get(key)
+        if before == after:
+            continue
+        if key == "experts":  # both have it: every identity does
+            changes += _expert_changes(saved[key], current[key])
+        else:
+            changes.append(f"{key}: {before!r} -> {after!r}")
+    return changes
+
+
+def _expert_changes(before: list[list[Any]], after: list[list[Any]]) -> list[str]:
+    names = [name for name, _ in before]
+    if names != [name for name, _ in after]:
+        return [f"experts: {names} -> {[name for name, _ in after]}"]
+    return [
+        f"the data of expert {name!r} changed: {describe_change(old, new)}"
+        for (name, old), (_, new) in zip(before, after, strict=True)
+        if old != new
+    ]
+
+
+def _open_pending(
+    sources: Mapping[str, Any], progress: list[ExpertProgress], text_column: str, split: str, rank: int, world: int
+) -> dict[int, IterableDataset]:
+    """This process's stream of every expert still to count, by expert index. All are opened before any counting, so
+    that a missing column or an unreadable parquet file fails in seconds, not after hours of counting the others."""
+    streams = {}
+    for index, (name, source) in enumerate(sources.items()):
+        if not progress[index].done:
+            with _about_expert(name):
+                dataset = open_text_source(source, text_column=text_column, split=split)
+            streams[index] = shard_for_process(dataset, rank, world)
+    return streams
+
+
 def _batches(
-    dataset: IterableDataset, name: str, text_column: str, batch_size: int, seconds: dict[str, float]
+    dataset: IterableDataset,
+    source: Any,
+    label: str,
+    text_column: str,
+    batch_size: int,
+    first_index: int,
+    seconds: dict[str, float],
 ) -> Iterator[tuple[list[str], dict[str, Any]]]:
-    """Batches of texts with the stream position after each batch (what a checkpoint stores)."""
+    """Batches of texts with the stream position after each batch (what a checkpoint stores).
+
+    A file that `datasets` fails to read is named (`unreadable`), and a text that is not valid Unicode by its index in
+    the stream (``first_index``: texts counted before a resume); ``label`` names the expert in these messages.
+    """
     iterator = dataset.iter(batch_size=batch_size)
+    index = first_index
     while True:
         start = time.perf_counter()
-        batch = next(iterator, None)
+        try:
+            batch = next(iterator, None)
+        except READ_ERRORS as error:
+            raise ValueError(f"{label}: {unreadable(source, error)}") from error
         if batch is None:
             return
         if text_column not in batch:
-            raise ValueError(f"Expert {name!r}: the data has no column {text_column!r} (columns: {', '.join(batch)}).")
+            raise ValueError(f"{label}: the data has no column {text_column!r} (columns: {', '.join(batch)}).")
         texts = batch[text_column]
         if not all(isinstance(text, str) for text in texts):
-            raise ValueError(f"Expert {name!r}: column {text_column!r} holds values that are not strings.")
+            raise ValueError(f"{label}: column {text_column!r} holds values that are not strings.")
+        problem = invalid_text(texts, index)
+        if problem is not None:
+            raise ValueError(f"{label}: {problem}")
+        index += len(texts)
         position = dataset.state_dict()
         seconds["read"] += time.perf_counter() - start
         yield texts, position
