@@ -233,6 +233,14 @@ class IR3DERouterModel(PreTrainedModel):
                 self.config.experts = [spec.to_dict() if i == index else e for i, e in enumerate(self.config.experts)]
             self._write_buffers()
 
+    def _tables(self) -> RoutingTables:
+        """The routing tables for the current config; a changed setting is checked first (assignments are checked
+        when made, in-place edits of the config's lists only here), before any linear algebra."""
+        settings = _settings(self.config)
+        if settings != self.store.settings:
+            self.config.check()
+        return self.store.tables(settings)
+
     def _index(self, name: str) -> int:
         if name not in self.expert_names:
             known = ", ".join(self.expert_names) or "none"
@@ -247,7 +255,7 @@ class IR3DERouterModel(PreTrainedModel):
         With ``normalize=True`` each expert column and its bias are divided by the column norm (what routing uses
         when ``config.normalize_columns`` is set).
         """
-        tables = self.store.tables(_settings(self.config))
+        tables = self._tables()
         if normalize:
             return normalize_columns(tables.weight, tables.bias)
         return tables.weight.clone(), tables.bias.clone()
@@ -256,7 +264,7 @@ class IR3DERouterModel(PreTrainedModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> IR3DERouterOutput:
         """Routes a batch of token ids (B x L); positions where ``attention_mask`` is 0 never vote."""
-        return self._decide(self.store.tables(_settings(self.config)), input_ids, attention_mask)
+        return self._decide(self._tables(), input_ids, attention_mask)
 
     def _decide(
         self, tables: RoutingTables, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
@@ -303,7 +311,7 @@ class IR3DERouterModel(PreTrainedModel):
         short ones); ``True`` or ``False`` forces the choice.
         """
         batch = PromptBatch.from_inputs(texts_or_input_ids, attention_mask, self.tokenizer)
-        tables = self.store.tables(_settings(self.config))  # one version for every chunk
+        tables = self._tables()  # one version for every chunk
         if token_details is None:
             token_details = len(batch) * batch.longest <= max(4 * batch.tokens, CHUNK_POSITIONS)
         parts = [(rows, self._decide(tables, ids, mask)) for rows, ids, mask in batch.chunks()]
