@@ -5,7 +5,8 @@
     IR3DE_ROUTER=org/router python space_app/app.py    # a router from the Hub or a local directory
 
 API endpoints (stable names, see space_app/README.md): /route, /generate, /add_expert, /remove_expert, /reset,
-/experts, /evaluate.
+/experts, /evaluate. They receive the visitor's values unprocessed (`preprocess=False`) and `endpoints` checks them,
+so every refusal reaches the visitor as a message; every other event is private (the page's own, not an API).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import endpoints  # the helper modules next to this file (the script's folder is
 import gradio as gr
 import pandas as pd
 from benchmark_eval import PROMPT_TOKENS, evaluate_router
+from PIL import Image
 from router_snapshots import RouterHolder
 
 from ir3de_hf import IR3DERouterModel
@@ -28,6 +30,10 @@ from ir3de_hf import IR3DERouterModel
 __all__ = ["EXAMPLES", "build_demo", "launch_options", "load_router", "main"]
 
 ROUTER_ENV = "IR3DE_ROUTER"
+# The public events take the visitor's values as sent, unprocessed: a component's own preprocessing would refuse some
+# of them with an empty error (a Slider given "abc") or quietly change them (2.5 tokens, a number as the prompt), so
+# `endpoints` checks every value itself and refuses with a message naming the problem.
+PUBLIC: dict[str, Any] = {"preprocess": False}
 PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316"]
 INTRO = """# IR3DE: a linear router for domain-expert LLMs
 Each prompt token looks up its row of a ridge-regression score table; the tokens' scores decide which expert answers.
@@ -89,7 +95,12 @@ def route_tab(holder: RouterHolder, examples: dict[str, str]) -> gr.Dropdown:
                 max_new_tokens = gr.Slider(
                     1, endpoints.MAX_NEW_TOKENS, value=48, step=1, label="max new tokens", scale=2
                 )
-            gr.Examples([[text] for text in examples.values()], [prompt], example_labels=list(examples))
+            gr.Examples(
+                [[text] for text in examples.values()],
+                [prompt],
+                example_labels=list(examples),
+                api_visibility="private",
+            )
         with gr.Column(scale=2):
             decision = gr.Markdown("The decision appears here.", elem_id="decision")
             scores = gr.BarPlot(
@@ -120,14 +131,14 @@ def route_tab(holder: RouterHolder, examples: dict[str, str]) -> gr.Dropdown:
         if not decision.get("can_generate"):
             yield f"{decision.get('expert')!r} has no model (it was added from text); pick one under 'Compare with'."
             return
-        yield from endpoints.generate(holder, prompt, decision["expert"], int(max_new_tokens))
+        yield from endpoints.generate(holder, prompt, decision["expert"], max_new_tokens)
 
     def compare(prompt: str, expert: str | None, max_new_tokens: float) -> Iterator[str]:
         if expert:
-            yield from endpoints.generate(holder, prompt, expert, int(max_new_tokens))
+            yield from endpoints.generate(holder, prompt, expert, max_new_tokens)
 
-    def generate(prompt: str, expert: str | None, max_new_tokens: float) -> Iterator[str]:
-        yield from endpoints.generate(holder, prompt, expert, int(max_new_tokens))
+    def generate(prompt: object = None, expert: object = None, max_new_tokens: object = 64) -> Iterator[str]:
+        yield from endpoints.generate(holder, prompt, expert, max_new_tokens)
 
     generation: dict[str, Any] = {"concurrency_id": "generation", "concurrency_limit": 1}
     gr.on(
@@ -137,11 +148,12 @@ def route_tab(holder: RouterHolder, examples: dict[str, str]) -> gr.Dropdown:
         route_json,
         api_name="route",
         concurrency_limit=16,
+        **PUBLIC,
     ).success(render_route, route_json, [decision, scores, votes], api_visibility="private").success(
         routed_answer, [prompt, route_json, max_new_tokens], answer, api_visibility="private", **generation
     ).success(compare, [prompt, compare_with, max_new_tokens], compare_answer, api_visibility="private", **generation)
     compare_button.click(
-        generate, [prompt, compare_with, max_new_tokens], compare_answer, api_name="generate", **generation
+        generate, [prompt, compare_with, max_new_tokens], compare_answer, api_name="generate", **PUBLIC, **generation
     )
     return compare_with
 
@@ -163,7 +175,10 @@ def experts_tab(holder: RouterHolder, compare_with: gr.Dropdown) -> None:
             upload = gr.File(label="or a .txt / .jsonl file", file_types=[".txt", ".jsonl"])
             add_button = gr.Button("Add expert", variant="primary")
         with gr.Column(scale=1):
-            remove_choice = gr.Dropdown(holder.current.expert_names, label="Expert to remove", allow_custom_value=True)
+            # value=None: no expert preselected, so a call of /remove_expert without a name removes nothing
+            remove_choice = gr.Dropdown(
+                holder.current.expert_names, value=None, label="Expert to remove", allow_custom_value=True
+            )
             remove_button = gr.Button("Remove expert", variant="stop")
             reset_button = gr.Button("Reset to the starting router")
     with gr.Accordion("/experts output (JSON)", open=False):
@@ -171,10 +186,10 @@ def experts_tab(holder: RouterHolder, compare_with: gr.Dropdown) -> None:
     outputs = [table, remove_choice, compare_with]
     render: dict[str, Any] = {"fn": render_experts, "inputs": experts_json, "outputs": outputs}
     add_button.click(
-        partial(endpoints.add_expert, holder), [name, text, upload], experts_json, api_name="add_expert"
+        partial(endpoints.add_expert, holder), [name, text, upload], experts_json, api_name="add_expert", **PUBLIC
     ).success(api_visibility="private", **render)
     remove_button.click(
-        partial(endpoints.remove_expert, holder), remove_choice, experts_json, api_name="remove_expert"
+        partial(endpoints.remove_expert, holder), remove_choice, experts_json, api_name="remove_expert", **PUBLIC
     ).success(api_visibility="private", **render)
     reset_button.click(partial(endpoints.reset, holder), None, experts_json, api_name="reset").success(
         api_visibility="private", **render
@@ -193,20 +208,23 @@ def evaluation_tab(holder: RouterHolder) -> None:
     button = gr.Button("Evaluate the current router", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
-        image = gr.Image(label="Confusion matrix (share of each true domain)", type="filepath")
+        image = gr.Image(label="Confusion matrix (share of each true domain)", type="filepath", format="png")
         recall = gr.Dataframe(headers=["domain", "recall"], label="Recall per domain", interactive=False)
     confusion = gr.Markdown()
 
-    def evaluate(progress: gr.Progress = gr.Progress()) -> tuple[str, str, pd.DataFrame, str]:  # noqa: B008
-        folder = Path(tempfile.mkdtemp(prefix="ir3de-eval-"))
-        report = evaluate_router(holder, folder, progress)
+    def evaluate(progress: gr.Progress = gr.Progress()) -> tuple[str, Image.Image, pd.DataFrame, str]:  # noqa: B008
+        # The plot's folder goes when the call ends, failed or not; Gradio saves the returned image in its own cache.
+        with tempfile.TemporaryDirectory(prefix="ir3de-eval-") as folder:
+            report = evaluate_router(holder, Path(folder), progress)
+            with Image.open(Path(folder) / "confusion.png") as png:
+                plot = png.copy()  # read into memory before the file goes
         prompts = sum(sum(row) for row in report.confusion)
         text = (
             f"**Accuracy {report.accuracy:.1%}**, normalised accuracy {report.normalized_accuracy:.1%} on "
             f"{prompts:,} prompts ({len(holder.current.expert_names)} experts)."
         )
         rows = pd.DataFrame({"domain": list(report.recall), "recall": [f"{v:.1%}" for v in report.recall.values()]})
-        return text, str(folder / "confusion.png"), rows, report.confusion_markdown()
+        return text, plot, rows, report.confusion_markdown()
 
     button.click(evaluate, None, [summary, image, recall, confusion], api_name="evaluate", concurrency_limit=1)
 
@@ -250,9 +268,12 @@ def _answering(table: dict[str, Any]) -> list[str]:
 
 
 def launch_options() -> dict[str, Any]:
-    """What Gradio 6 takes at launch rather than in Blocks: the theme, and an upload cap above the text cap (a
-    .jsonl file carries its JSON around the text)."""
-    return {"theme": gr.themes.Soft(), "max_file_size": 3 * endpoints.MAX_EXPERT_TEXT_BYTES}
+    """What Gradio 6 takes at launch rather than in Blocks: the theme, an upload cap above the text cap (a .jsonl
+    file carries its JSON around the text), and ``show_error``: the visitor's mistakes are refused with `gr.Error`
+    by `endpoints`, and the few that Gradio itself refuses before any handler runs (a file argument that is not an
+    uploaded file, missing input values in a raw HTTP call) then still reach the caller as their message instead of
+    an empty error."""
+    return {"theme": gr.themes.Soft(), "max_file_size": 3 * endpoints.MAX_EXPERT_TEXT_BYTES, "show_error": True}
 
 
 def main() -> None:

@@ -2,8 +2,12 @@
 """What the Space's API endpoints do, as plain functions of a `RouterHolder` (the Gradio events only bind them).
 
 Every function takes the current snapshot ONCE and uses it to the end, so an expert added or removed meanwhile by
-another visitor never changes a decision halfway. Bad input raises `gr.Error` with a message for the visitor
-(and no server traceback).
+another visitor never changes a decision halfway.
+
+The public events hand these functions the values exactly as the visitor sent them (`preprocess=False`): a call
+without arguments gives None, an API caller may send a number where text belongs, or a string, NaN or 2.5 as
+``max_new_tokens``. All checking is done here, and bad input raises `gr.Error` with a message naming the problem
+(shown to the visitor, no server traceback); nothing is published unless every check passed.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ MAX_EXPERTS = 24  # each expert keeps a V-long histogram and a (d+1)^2 moment ma
 _GENERATION = threading.Lock()
 
 
-def route(holder: RouterHolder, prompt: str) -> dict[str, Any]:
+def route(holder: RouterHolder, prompt: object = None) -> dict[str, Any]:
     """The routing decision for one prompt, as JSON.
 
     ``{"expert": str | None, "margin": float | None, "no_evidence": bool, "can_generate": bool,
@@ -72,18 +76,20 @@ def route(holder: RouterHolder, prompt: str) -> dict[str, Any]:
     }
 
 
-def generate(holder: RouterHolder, prompt: str, expert: str | None, max_new_tokens: int = 64) -> Iterator[str]:
+def generate(
+    holder: RouterHolder, prompt: object = None, expert: object = None, max_new_tokens: object = 64
+) -> Iterator[str]:
     """Streams the answer of ``expert`` (or, when empty, of the expert the router chooses): yields the text so far.
 
-    An expert added from text in the Space has statistics but no model, so it routes but cannot answer: asking it
-    to is an error naming it (force a model-backed expert to compare instead).
+    ``max_new_tokens`` is a whole number from 1 to `MAX_NEW_TOKENS`, and below the expert model's context
+    (``config.max_position_embeddings``), so that the prompt keeps at least one token. An expert added from text in
+    the Space has statistics but no model, so it routes but cannot answer: asking it to is an error naming it (force
+    a model-backed expert to compare instead).
     """
     prompt = _checked_prompt(prompt)
-    limit = int(max_new_tokens)
-    if not 1 <= limit <= MAX_NEW_TOKENS:
-        raise _refusal(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}.")
+    limit = _checked_max_new_tokens(max_new_tokens)
     router = holder.current
-    name = expert or route(holder, prompt)["expert"]
+    name = _optional_name(expert, "The expert to answer") or route(holder, prompt)["expert"]
     if name is None:
         raise _refusal("The prompt has no token the router can use (only special tokens); nothing to answer.")
     if name not in router.expert_names:
@@ -98,7 +104,13 @@ def generate(holder: RouterHolder, prompt: str, expert: str | None, max_new_toke
             pool = router.expert_pool
             if name not in pool.names:
                 pool.register(router.config.expert_specs[router.expert_names.index(name)])
-            pool.get(name)
+            loaded = pool.get(name)
+        context = getattr(loaded.model.config, "max_position_embeddings", None)
+        if isinstance(context, int) and limit >= context:
+            raise _refusal(
+                f"max_new_tokens={limit} does not fit: expert {name!r} has a context of {context} tokens, which "
+                f"must hold the prompt too; ask for at most {context - 1} new tokens."
+            )
         stream = router.generate_stream(prompt, expert=name, max_new_tokens=limit, do_sample=False)
         text, finished = "", False
         try:
@@ -112,17 +124,24 @@ def generate(holder: RouterHolder, prompt: str, expert: str | None, max_new_toke
                     pass
 
 
-def add_expert(holder: RouterHolder, name: str, text: str | None, file: str | None = None) -> dict[str, Any]:
+def add_expert(holder: RouterHolder, name: object = None, text: object = None, file: object = None) -> dict[str, Any]:
     """Fits a new expert on pasted text and/or an uploaded ``.txt`` / ``.jsonl`` file (one JSON object with a
-    ``text`` field per line) and publishes the new router; returns the expert table (see `experts`)."""
-    name = (name or "").strip()
+    ``text`` field per line) and publishes the new router; returns the expert table (see `experts`).
+
+    ``file`` is a path, or the file payload Gradio passes without preprocessing (``{"path": ..., "orig_name": ...}``).
+    """
+    name = _optional_name(name, "The new expert's name")
+    if not name:
+        raise _refusal("Give the new expert a name (1-64 letters, digits, '_', '-' or '.').")
     try:
         ExpertSpec(name)  # the registry's own name rule
     except ValueError as error:
         raise _refusal(str(error)) from error
-    texts = [text] if text and text.strip() else []
-    if file:
-        texts += _read_upload(Path(file))
+    if text is not None and not isinstance(text, str):
+        raise _refusal(f"The expert's text must be a string, got {_kind(text)}.")
+    texts = [_checked_unicode(text, "The pasted text")] if text and text.strip() else []
+    if file is not None and file != "":
+        texts += _read_upload(*_upload(file))
     if not texts:
         raise _refusal(f"Give expert {name!r} some text: paste it, or upload a .txt or .jsonl file.")
     size = sum(len(part.encode()) for part in texts)
@@ -135,10 +154,12 @@ def add_expert(holder: RouterHolder, name: str, text: str | None, file: str | No
     return experts(holder)
 
 
-def remove_expert(holder: RouterHolder, name: str) -> dict[str, Any]:
+def remove_expert(holder: RouterHolder, name: object = None) -> dict[str, Any]:
     """Removes expert ``name`` and publishes the new router; returns the expert table (see `experts`)."""
-    name = (name or "").strip()
+    name = _optional_name(name, "The name of the expert to remove")
     current = holder.current.expert_names
+    if not name:
+        raise _refusal(f"Name the expert to remove; the experts are: {', '.join(current)}.")
     if name not in current:
         raise _refusal(f"No expert named {name!r}; the experts are: {', '.join(current)}.")
     if len(current) == 1:
@@ -182,12 +203,52 @@ def _edit(holder: RouterHolder, change: Any) -> None:
         raise _refusal(str(error)) from error
 
 
-def _checked_prompt(prompt: str | None) -> str:
+def _checked_prompt(prompt: object) -> str:
+    if prompt is not None and not isinstance(prompt, str):
+        raise _refusal(f"The prompt must be text (a string), got {_kind(prompt)}.")
     if not prompt or not prompt.strip():
         raise _refusal("Type a prompt first.")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise _refusal(f"The prompt has {len(prompt):,} characters; the Space takes at most {MAX_PROMPT_CHARS:,}.")
-    return prompt
+    return _checked_unicode(prompt, "The prompt")
+
+
+def _checked_max_new_tokens(value: object) -> int:
+    """A whole number of tokens in 1..MAX_NEW_TOKENS; 48.0 is 48, but NaN, 2.5, "32" and True are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _refusal(f"max_new_tokens must be a number of tokens, got {_kind(value)}.")
+    if isinstance(value, float) and not value.is_integer():  # NaN and the infinities are not integers either
+        raise _refusal(f"max_new_tokens must be a whole number of tokens, got {value}.")
+    if not 1 <= value <= MAX_NEW_TOKENS:
+        raise _refusal(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {_shown(value)}.")
+    return int(value)
+
+
+def _optional_name(value: object, what: str) -> str:
+    """An expert name as sent (None and blanks: ""), stripped; anything but a string is refused."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _refusal(f"{what} must be a string, got {_kind(value)}.")
+    return value.strip()
+
+
+def _checked_unicode(text: str, what: str) -> str:
+    """JSON can carry lone surrogates ("\\ud800"), which no tokenizer (and no UTF-8 file) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise _refusal(f"{what} is not valid Unicode text (a lone surrogate at character {error.start}).") from error
+    return text
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__} {_shown(value)}"
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)  # an int from JSON may have thousands of digits
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _has_model(router: IR3DERouterModel, name: str) -> bool:
@@ -210,27 +271,44 @@ def _token_pieces(prompt: str, spans: list[tuple[int, int]], votes: list[str | N
     return pieces
 
 
-def _read_upload(path: Path) -> list[str]:
+def _upload(file: object) -> tuple[Path, str]:
+    """The uploaded file's path on the server and the name the visitor gave it."""
+    if isinstance(file, str | Path):
+        return Path(file), Path(file).name
+    if isinstance(file, dict) and isinstance(file.get("path"), str):
+        shown = file.get("orig_name")
+        return Path(file["path"]), shown if isinstance(shown, str) and shown else Path(file["path"]).name
+    raise _refusal(
+        f"The file must be an uploaded .txt or .jsonl file (gradio_client: handle_file(path)), got {_kind(file)}."
+    )
+
+
+def _read_upload(path: Path, shown: str) -> list[str]:
+    suffix = Path(shown).suffix.lower()
+    if suffix not in (".txt", ".jsonl"):
+        raise _refusal(f"{shown}: upload a .txt file or a .jsonl file with a 'text' field per line.")
     size = path.stat().st_size
     if size > MAX_EXPERT_TEXT_BYTES:
-        raise _refusal(f"{path.name} has {size:,} bytes; an expert added here takes at most {MAX_EXPERT_TEXT_BYTES:,}")
+        raise _refusal(f"{shown} has {size:,} bytes; an expert added here takes at most {MAX_EXPERT_TEXT_BYTES:,}.")
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_bytes().decode("utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError as error:
-        raise _refusal(f"{path.name} is not UTF-8 text.") from error
-    if path.suffix.lower() == ".txt":
-        return [content]
-    if path.suffix.lower() != ".jsonl":
-        raise _refusal(f"{path.name}: upload a .txt file or a .jsonl file with a 'text' field per line.")
-    texts = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise _refusal(f"{path.name}, line {number}: not JSON ({error.msg}).") from error
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise _refusal(f"{path.name}, line {number}: expected an object with a string 'text' field.")
-        texts.append(record["text"])
+        raise _refusal(f"{shown} is not UTF-8 text (byte {error.start} cannot be decoded).") from error
+    if suffix == ".txt":
+        texts = [content]
+    else:
+        texts = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise _refusal(f"{shown}, line {number}: not JSON ({error.msg}).") from error
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise _refusal(f"{shown}, line {number}: expected an object with a string 'text' field.")
+            texts.append(_checked_unicode(record["text"], f"{shown}, line {number}"))
+    texts = [text for text in texts if text.strip()]
+    if not texts:
+        raise _refusal(f"{shown} has no text (it is empty or only whitespace).")
     return texts

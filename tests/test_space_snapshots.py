@@ -124,9 +124,15 @@ def test_prompts_are_checked(holder, prompt, message) -> None:
         endpoints.route(holder, prompt)
 
 
-@pytest.mark.parametrize("name", ["", "-dash", "has space", "../up", "x" * 65])
+@pytest.mark.parametrize("name", ["-dash", "has space", "../up", "x" * 65])
 def test_expert_names_follow_the_registry_rule(holder, name) -> None:
     with pytest.raises(gr.Error, match="Invalid expert name"):
+        endpoints.add_expert(holder, name, "some text")
+
+
+@pytest.mark.parametrize("name", [None, "", "   "])
+def test_an_expert_needs_a_name(holder, name) -> None:
+    with pytest.raises(gr.Error, match="Give the new expert a name"):
         endpoints.add_expert(holder, name, "some text")
 
 
@@ -158,3 +164,82 @@ def test_an_expert_without_a_model_cannot_answer(holder, domain_texts) -> None:
         next(endpoints.generate(holder, domain_texts["code"][1], None, 8))
     with pytest.raises(gr.Error, match="max_new_tokens must be between 1 and 256"):
         next(endpoints.generate(holder, "hello", "code", 0))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "number of tokens, got NoneType None"),
+        ("12", "number of tokens, got str '12'"),
+        (True, "number of tokens, got bool True"),
+        ([8], "number of tokens, got list"),
+        (float("nan"), "whole number of tokens, got nan"),
+        (float("inf"), "whole number of tokens, got inf"),
+        (2.5, r"whole number of tokens, got 2\.5"),
+        (0, r"between 1 and 256, got 0\."),
+        (-1, r"between 1 and 256, got -1\."),
+        (257, r"between 1 and 256, got 257\."),
+    ],
+)
+def test_max_new_tokens_is_a_whole_number_in_range(holder, value, message) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(endpoints.generate(holder, "hello", "code", value))
+
+
+def test_max_new_tokens_may_be_a_whole_float(holder) -> None:
+    """The slider's 48.0 is 48: it passes the checks and reaches the expert (which, added from text, has no model)."""
+    with pytest.raises(gr.Error, match="'code' was added from text"):
+        next(endpoints.generate(holder, "hello", "code", 48.0))
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        (b"", ".txt", "has no text"),
+        (b" \n\t\r\n ", ".txt", "has no text"),
+        (b'{"text": " "}\n\n', ".jsonl", "has no text"),
+        (b"\xff\xfe not utf-8", ".txt", "is not UTF-8 text"),
+        (b'{"text": "\\ud800"}\n', ".jsonl", r"line 1 is not valid Unicode text"),
+    ],
+)
+def test_uploads_without_usable_text_are_refused(holder, tmp_path, content, suffix, message) -> None:
+    upload = tmp_path / f"upload{suffix}"
+    upload.write_bytes(content)
+    before = holder.current
+    for file in (str(upload), {"path": str(upload), "orig_name": upload.name, "meta": {"_type": "gradio.FileData"}}):
+        with pytest.raises(gr.Error, match=message):
+            endpoints.add_expert(holder, "new", "  ", file)
+    assert holder.current is before
+
+
+def test_unprocessed_upload_payloads_are_read(holder, domain_texts, tmp_path) -> None:
+    """What the public event passes without preprocessing: Gradio's file payload, named after the visitor's file
+    (a byte order mark is not text)."""
+    cached = tmp_path / "cached-name"
+    cached.write_bytes(b"\xef\xbb\xbf" + " ".join(domain_texts["docs"][::2]).encode())
+    table = endpoints.add_expert(holder, "docs", None, {"path": str(cached), "orig_name": "docs.txt"})
+    assert table["experts"][-1]["name"] == "docs"
+    with pytest.raises(gr.Error, match=r"notes\.md: upload a \.txt file"):
+        endpoints.add_expert(holder, "more", None, {"path": str(cached), "orig_name": "notes.md"})
+    with pytest.raises(gr.Error, match=r"must be an uploaded \.txt or \.jsonl file"):
+        endpoints.add_expert(holder, "more", None, 42)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda h: endpoints.route(h), "Type a prompt first"),
+        (lambda h: endpoints.route(h, ["a list"]), r"prompt must be text \(a string\), got list"),
+        (lambda h: endpoints.route(h, "abc \ud800"), "prompt is not valid Unicode text"),
+        (lambda h: endpoints.add_expert(h, "new", 3.5), "text must be a string, got float 3.5"),
+        (lambda h: endpoints.add_expert(h, "new", "ok \udfff"), "pasted text is not valid Unicode"),
+        (lambda h: endpoints.remove_expert(h), "Name the expert to remove; the experts are: code, legal"),
+        (lambda h: endpoints.remove_expert(h, {"name": "code"}), "expert to remove must be a string, got dict"),
+        (lambda h: next(endpoints.generate(h, "hello", 3, 8)), "expert to answer must be a string, got int 3"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused(holder, call, message) -> None:
+    before = holder.current
+    with pytest.raises(gr.Error, match=message):
+        call(holder)
+    assert holder.current is before
