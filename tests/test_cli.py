@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,7 +59,9 @@ def test_add_and_remove_experts(fitted, fit_data, expert_dir, tmp_path, capsys):
     assert main(arguments) == 0
     bigger = IR3DERouterModel.from_pretrained(tmp_path / "bigger")
     assert bigger.expert_names == ["code", "legal", "docs"]
-    assert bigger.config.expert_specs[2].source == str(expert_dir)
+    copied = tmp_path / "bigger" / "experts" / "docs"  # the local expert travels with the saved router
+    assert bigger.config.expert_specs[2].source == str(copied.resolve())
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in expert_dir.iterdir())
     assert IR3DERouterModel.from_pretrained(fitted).expert_names == ["code", "legal"]  # --output: original kept
 
     assert main(["remove-expert", str(tmp_path / "bigger"), "legal"]) == 0
@@ -119,3 +124,98 @@ def test_fit_help_lists_every_aggregation_and_the_real_default(capsys):
     required = ["fit", "--encoder", "x", "--output", "y", "--expert", "a=b"]
     assert parser.parse_args([*required, "--aggregation", "weighted_mean"]).aggregation == "weighted_mean"
     assert parser.parse_args(required).aggregation is None  # unset: the config default applies
+
+
+def _strict_json(text: str):
+    """`json.loads` that fails on Infinity / NaN, which Python accepts and strict parsers (browsers, jq) reject."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_route_json_is_strict_json_with_a_null_margin_for_a_single_expert(fitted, domain_texts, capsys):
+    assert main(["route", str(fitted), "--json", domain_texts["code"][20], "[PAD]"]) == 0
+    routed, no_evidence = _strict_json(capsys.readouterr().out)
+    assert routed["margin"] > 0 and no_evidence["no_evidence"] is True
+
+    assert main(["remove-expert", str(fitted), "legal"]) == 0
+    capsys.readouterr()
+    assert main(["route", str(fitted), "--json", domain_texts["code"][20]]) == 0
+    [result] = _strict_json(capsys.readouterr().out)
+    assert result["expert"] == "code" and result["margin"] is None  # best minus second-best: there is no second
+    assert list(result["scores"]) == ["code"]
+
+
+def test_route_help_documents_the_null_margin(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["route", "--help"])
+    assert "null when it is not a finite number" in " ".join(capsys.readouterr().out.split())
+
+
+def test_remove_expert_refuses_a_name_given_twice_and_changes_nothing(fitted, capsys):
+    before = _digest(fitted)
+    assert main(["remove-expert", str(fitted), "code", "code"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "ir3de remove-expert: error: expert name(s) 'code' given more than once; nothing was removed"
+    )
+    assert _digest(fitted) == before
+
+
+def _digest(directory) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.rglob("*")}
+
+
+@pytest.fixture
+def llama_dir(expert_dir, tmp_path):
+    """A copy of a saved LlamaForCausalLM (with its tokenizer) that a wrong --output would destroy."""
+    return Path(shutil.copytree(expert_dir, tmp_path / "llama"))
+
+
+def test_fit_refuses_an_output_holding_another_model_unless_overwrite(expert_dir, fit_data, llama_dir, capsys):
+    arguments = ["fit", "--encoder", str(expert_dir), "--expert", f"code={fit_data['code']}", "--quiet"]
+    before = _digest(llama_dir)
+    assert main([*arguments, "--output", str(llama_dir)]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ir3de fit: error: {llama_dir} holds a 'llama' model (config.json, ")
+    assert "--overwrite" in line
+    assert _digest(llama_dir) == before
+
+    assert main([*arguments, "--output", str(llama_dir), "--overwrite"]) == 0
+    assert IR3DERouterModel.from_pretrained(llama_dir).expert_names == ["code"]
+    assert not (llama_dir / "generation_config.json").exists()  # replaced whole, not mixed with the Llama's files
+
+
+@pytest.mark.parametrize(
+    ("arguments", "experts"),
+    [
+        (["add-expert", "{router}", "--expert", "docs={docs}", "--quiet"], ["code", "legal", "docs"]),
+        (["remove-expert", "{router}", "legal"], ["code"]),
+    ],
+)
+def test_editing_commands_take_overwrite_for_their_output(fitted, fit_data, llama_dir, capsys, arguments, experts):
+    filled = [argument.format(router=fitted, docs=fit_data["docs"]) for argument in arguments]
+    before = _digest(llama_dir)
+    assert main([*filled, "--output", str(llama_dir)]) == 1
+    assert f"error: {llama_dir} holds a 'llama' model" in capsys.readouterr().err
+    assert _digest(llama_dir) == before
+
+    assert main([*filled, "--output", str(llama_dir), "--overwrite"]) == 0
+    assert IR3DERouterModel.from_pretrained(llama_dir).expert_names == experts
+    assert IR3DERouterModel.from_pretrained(fitted).expert_names == ["code", "legal"]  # the input is untouched
+
+
+def test_pull_into_a_foreign_local_dir_needs_overwrite(hub, fitted, llama_dir, capsys):
+    assert main(["push", str(fitted), "me/cli-router"]) == 0
+    before = _digest(llama_dir)
+    assert main(["pull", "me/cli-router", "--local-dir", str(llama_dir)]) == 1
+    assert f"ir3de pull: error: {llama_dir} holds a 'llama' model" in capsys.readouterr().err
+    assert _digest(llama_dir) == before
+
+    assert main(["pull", "me/cli-router", "--local-dir", str(llama_dir), "--overwrite"]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(llama_dir))
+    assert IR3DERouterModel.from_pretrained(llama_dir).expert_names == ["code", "legal"]
+    assert not (llama_dir / "generation_config.json").exists()
+
+    assert main(["pull", "me/cli-router", "--local-dir", str(llama_dir)]) == 0  # now a router: no flag needed

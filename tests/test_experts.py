@@ -142,9 +142,14 @@ def test_missing_sources_are_clear_errors(pool, spec, message):
         pool.register(spec)
 
 
-def test_adapter_without_base_model_gets_a_hint(pool, expert_dirs):
-    with pytest.raises(ValueError, match=r"has no config\.json .*also give base_model="):
-        pool.register(ExpertSpec("lora", source=str(expert_dirs["lora1"])))
+def test_an_adapter_without_base_model_gets_it_from_its_adapter_config(pool, expert_dirs, tmp_path):
+    pool.register(ExpertSpec("lora", source=expert_dirs["lora1"]))  # a Path is accepted too
+    assert pool.spec("lora").base_model == str(expert_dirs["base"]) and pool.spec("lora").kind == "adapter"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(ValueError, match=r"names no base model \(base_model_name_or_path\); pass base_model="):
+        pool.register(ExpertSpec("broken", source=broken))
 
 
 def test_router_refuses_an_expert_whose_source_does_not_exist(text_router, domain_texts):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -118,3 +120,61 @@ def test_streaming_yields_the_same_text(routed):
     assert (stream.expert, stream.reason) == ("legal", "routed")
     streamed = "".join(stream)
     assert streamed.strip() == routed.generate([PROMPTS["legal"]], **GREEDY)[0].text.strip()
+
+
+@pytest.fixture
+def no_expert_generates(monkeypatch):
+    """Fails the test if any expert model is asked to generate: bad arguments must be refused before that."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an expert generated despite bad arguments")
+
+    monkeypatch.setattr("ir3de_hf.generation._run_generate", refuse)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "8", True, float("nan"), None])
+def test_max_new_tokens_that_is_not_a_positive_int_is_refused(routed, no_expert_generates, value):
+    with pytest.raises(ValueError, match=rf"max_new_tokens must be an integer >= 1, got {re.escape(repr(value))}"):
+        routed.generate([PROMPTS["code"]], max_new_tokens=value)
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer"):
+        routed.generate_stream(PROMPTS["code"], max_new_tokens=value)
+    assert routed.expert_pool.loaded == []
+
+
+@pytest.mark.parametrize("expert", ["code", "legal"])  # a full model, and an adapter (the context of its base)
+def test_max_new_tokens_beyond_the_experts_context_is_refused(routed, no_expert_generates, expert):
+    context = 64  # the tiny Llama's max_position_embeddings (conftest)
+    message = rf"max_new_tokens={context} does not fit expert '{expert}'.*context is {context}.*at most {context - 1}"
+    with pytest.raises(ValueError, match=message):
+        routed.generate([PROMPTS["code"], PROMPTS[expert]], max_new_tokens=context, expert=expert)
+    with pytest.raises(ValueError, match=message):
+        routed.generate_stream(PROMPTS[expert], max_new_tokens=context, expert=expert)
+
+
+def test_one_expert_with_too_small_a_context_stops_the_whole_batch(routed, no_expert_generates):
+    routed.expert_pool.get("legal").model.config.max_position_embeddings = 4096  # the adapters' base: room enough
+    with pytest.raises(ValueError, match=r"max_new_tokens=100 does not fit expert 'code'.*at most 63"):
+        routed.generate([PROMPTS["legal"], PROMPTS["code"]], max_new_tokens=100)
+
+
+def test_max_new_tokens_up_to_the_context_minus_one_is_accepted(routed):
+    [result] = routed.generate([PROMPTS["code"]], max_new_tokens=63, do_sample=False, expert="code")
+    assert result.expert == "code" and isinstance(result.text, str)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "0.1", True])
+def test_min_margin_that_is_not_a_finite_number_is_refused(routed, no_expert_generates, value):
+    with pytest.raises(
+        ValueError, match=rf"min_margin must be a finite number \(or None\), got {re.escape(repr(value))}"
+    ):
+        routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=value, **GREEDY)
+    with pytest.raises(ValueError, match="min_margin must be a finite number"):
+        routed.generate_stream(PROMPTS["code"], fallback_expert="docs", min_margin=value, **GREEDY)
+    assert routed.expert_pool.loaded == []
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, "2", False])
+def test_batch_size_below_one_or_not_an_int_is_refused(routed, no_expert_generates, value):
+    with pytest.raises(ValueError, match=rf"batch_size must be an integer >= 1, got {re.escape(repr(value))}"):
+        routed.generate([PROMPTS["code"]], batch_size=value, **GREEDY)
+    assert routed.expert_pool.loaded == []

@@ -34,7 +34,9 @@ def test_round_trip_keeps_statistics_decisions_and_tokenizer(fitted, domain_text
 
     assert isinstance(loaded, IR3DERouterModel)
     assert loaded.expert_names == fitted.expert_names
-    assert loaded.config.experts == fitted.config.experts
+    for mine, saved in zip(fitted.config.expert_specs, loaded.config.expert_specs, strict=True):
+        assert saved.source == str((tmp_path / "experts" / mine.name).resolve())  # copied in, found there again
+        assert (mine.name, mine.description, mine.base_model) == (saved.name, saved.description, saved.base_model)
     assert loaded.config.aggregation == "majority_vote"
     assert torch.equal(loaded.expert_counts, fitted.expert_counts)
     assert torch.equal(loaded.embed_tokens.weight, fitted.embed_tokens.weight)
@@ -54,7 +56,9 @@ def test_saved_files_are_safetensors_and_json_only(fitted, tmp_path, expert_dir)
     assert tensors["expert_counts"].dtype == torch.int64
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "ir3de" and config["architectures"] == ["IR3DERouterModel"]
-    assert config["experts"][0] == {"name": "code", "source": str(expert_dir), "description": "code texts"}
+    assert config["experts"][0] == {"name": "code", "source": "./experts/code", "description": "code texts"}
+    assert _digest(tmp_path / "experts" / "code") == _digest(expert_dir)  # the expert folder travels with the router
+    assert str(tmp_path) not in (tmp_path / "config.json").read_text() + (tmp_path / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
 
 

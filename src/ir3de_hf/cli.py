@@ -5,14 +5,18 @@ Each subcommand is a `Command` in `COMMANDS`: a name, help texts with examples, 
 arguments and a function that runs it and returns the exit code. To add one, write the two functions and append a
 `Command`. Exit codes: 0 success, 1 an error with a one-line message on stderr (missing file, bad data, unknown
 expert), 2 a usage error (reported by argparse), 130 interrupted.
+
+The module imports only the standard library: each command imports what it needs when it runs, and `main` builds
+only the arguments of the command being run (those of ``fit`` import torch), so ``ir3de --help`` starts at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,22 @@ def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
     return int(value)
+
+
+def _overwrite_argument(parser: argparse.ArgumentParser, where: str) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {where} even when it holds something other than an IR3DE router (a model checkpoint, a "
+        "dataset...): its files are deleted. Without it such a directory is refused and left as it is",
+    )
+
+
+def _check_output(directory: str | Path, overwrite: bool) -> None:
+    """Refuses a foreign ``--output`` before any work: a fit may count for hours before it saves."""
+    from .persistence import check_save_target
+
+    check_save_target(directory, overwrite)
 
 
 # ---------------------------------------------------------------------------------------------------- fit
@@ -89,6 +109,7 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--encoder", required=True, help="causal LM (Hub id or local path) whose embeddings to use")
     parser.add_argument("--output", required=True, type=Path, help="directory to save the fitted router in")
+    _overwrite_argument(parser, "OUTPUT")
     _counting_arguments(parser)
     parser.add_argument("--ridge-lambda", type=float, help="ridge penalty λ (default 1e-2)")
     parser.add_argument(
@@ -104,6 +125,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .fitting import count_experts
     from .modeling_ir3de import IR3DERouterModel
 
+    _check_output(args.output, args.overwrite)  # in every process, so that all of them stop
     state = process_state()
     settings = {
         key: value
@@ -117,12 +139,12 @@ def _fit(args: argparse.Namespace) -> int:
     sources = _sources(args)
     router = None
     if state.is_main_process:  # only the main process needs the embedding table: it solves and saves
-        router = IR3DERouterModel.from_encoder(args.encoder, **settings)
+        router = _load_encoder(IR3DERouterModel.from_encoder, args.encoder, settings)
         tokenizer = router.tokenizer
     else:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.encoder)
+        tokenizer = _load_encoder(AutoTokenizer.from_pretrained, args.encoder, {})
     vocab_size, ignored = broadcast_from_main(
         (router.config.vocab_size, router.config.never_counted_ids) if router is not None else None
     )
@@ -133,7 +155,7 @@ def _fit(args: argparse.Namespace) -> int:
         fields = _expert_fields(args)
         for name, histogram in result.histograms.items():
             router.add_expert(name, histogram=histogram, **fields.get(name, {}))
-        router.save_pretrained(args.output)
+        router.save_pretrained(args.output, overwrite=args.overwrite)
         _summary(result, f"fitted {len(sources)} expert(s); saved the router to {args.output}")
     state.wait_for_everyone()
     return 0
@@ -147,20 +169,22 @@ def _add_expert_arguments(parser: argparse.ArgumentParser) -> None:
     _counting_arguments(parser)
     parser.add_argument("--replace", action="store_true", help="refit experts the router already has")
     parser.add_argument("--output", type=Path, help="save here instead of over ROUTER")
+    _overwrite_argument(parser, "OUTPUT")
 
 
 def _add_expert(args: argparse.Namespace) -> int:
     from .distributed import process_state
     from .fitting import fit_experts
 
+    output = args.output or Path(args.router)
+    _check_output(output, args.overwrite)
     router = _load_router(args.router)
     sources = _sources(args)
     fields = _expert_fields(args)
     result = fit_experts(router, sources, replace=args.replace, expert_fields=fields, **_options(args))
     state = process_state()
     if state.is_main_process:
-        output = args.output or Path(args.router)
-        router.save_pretrained(output)
+        router.save_pretrained(output, overwrite=args.overwrite)
         _summary(
             result, f"added {', '.join(sources)}; the router has {router.num_experts} expert(s); saved to {output}"
         )
@@ -170,16 +194,27 @@ def _add_expert(args: argparse.Namespace) -> int:
 
 def _remove_expert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("router", help="a saved router (directory or Hub id)")
-    parser.add_argument("names", nargs="+", metavar="NAME", help="experts to remove")
+    parser.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="experts to remove; removing every expert is allowed (the router keeps its encoder and tokenizer, "
+        "refuses to route until `ir3de add-expert` gives it one)",
+    )
     parser.add_argument("--output", type=Path, help="save here instead of over ROUTER")
+    _overwrite_argument(parser, "OUTPUT")
 
 
 def _remove_expert(args: argparse.Namespace) -> int:
+    repeated = sorted({name for name in args.names if args.names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"expert name(s) {', '.join(map(repr, repeated))} given more than once; nothing was removed")
+    output = args.output or Path(args.router)
+    _check_output(output, args.overwrite)
     router = _load_router(args.router)
     for name in args.names:
         router.remove_expert(name)
-    output = args.output or Path(args.router)
-    router.save_pretrained(output)
+    router.save_pretrained(output, overwrite=args.overwrite)
     print(
         f"removed {', '.join(args.names)}; experts left: {', '.join(router.expert_names) or 'none'}; saved to {output}"
     )
@@ -195,11 +230,17 @@ def _route_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", dest="files", type=Path, action="append", default=[], help="a prompt read from a file"
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON list with the scores of every expert")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list: per prompt the expert (null without evidence), the margin (best minus second-best "
+        "score; null when it is not a finite number, as with a single expert), no_evidence, every expert's score "
+        "and the text",
+    )
 
 
 def _route(args: argparse.Namespace) -> int:
-    prompts = list(args.texts) + [path.read_text(encoding="utf-8") for path in args.files]
+    prompts = list(args.texts) + [_read_prompt(path) for path in args.files]
     if not prompts:
         prompts = [sys.stdin.read()]
     router = _load_router(args.router)
@@ -217,7 +258,7 @@ def _route(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps(results, ensure_ascii=False, indent=2))
+        print(json.dumps([_json_ready(result) for result in results], ensure_ascii=False, indent=2, allow_nan=False))
         return 0
     for result in results:
         ranked = sorted(result["scores"].items(), key=lambda item: -item[1])
@@ -225,6 +266,23 @@ def _route(args: argparse.Namespace) -> int:
         expert = result["expert"] or "(no evidence)"
         print(f"{expert}\tmargin={result['margin']:.3f}\t{details}")
     return 0
+
+
+def _read_prompt(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+
+
+def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every non-finite number as None: JSON has no Infinity or NaN (strict parsers reject them)."""
+    scores = {name: _finite(score) for name, score in result["scores"].items()}
+    return {**result, "margin": _finite(result["margin"]), "scores": scores}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -332,10 +390,13 @@ def _push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import validate_repo_id
+
     from .hub import push_router
 
+    validate_repo_id(args.repo_id)  # before loading the router, which may take a while
     commit = push_router(
-        args.router,
+        _load_router(args.router),
         args.repo_id,
         revision=args.revision,
         commit_message=args.message,
@@ -350,12 +411,21 @@ def _pull_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo_id", help="the Hub repository of a router")
     parser.add_argument("--revision", help="branch, tag or commit (default: main)")
     parser.add_argument("--local-dir", type=Path, help="copy the files here (default: the HF cache)")
+    _overwrite_argument(parser, "LOCAL_DIR")
 
 
 def _pull(args: argparse.Namespace) -> int:
     from .hub import pull_router
+    from .persistence import check_save_target
 
-    print(pull_router(args.repo_id, args.local_dir, revision=args.revision))
+    if args.local_dir is None or not check_save_target(args.local_dir, args.overwrite):
+        print(pull_router(args.repo_id, args.local_dir, revision=args.revision))
+        return 0
+    from ._saving import atomic_directory
+
+    with atomic_directory(args.local_dir, keep_others=False) as staging:  # --overwrite: the router replaces it whole
+        pull_router(args.repo_id, staging, revision=args.revision)
+    print(args.local_dir)
     return 0
 
 
@@ -412,6 +482,15 @@ def _load_router(name_or_path: str) -> Any:
         raise FileNotFoundError(
             f"{name_or_path!r} is neither a router directory nor a loadable Hub repository ({error})"
         ) from error
+
+
+def _load_encoder(load: Callable[..., Any], encoder: str, settings: dict[str, Any]) -> Any:
+    """``load(encoder, **settings)``, with errors that name the encoder (transformers' often do not)."""
+    try:
+        return load(encoder, **settings)
+    except OSError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise OSError(f"--encoder {encoder!r} cannot be loaded: {reason}") from error
 
 
 def _summary(result: Any, what: str) -> None:
@@ -510,7 +589,14 @@ COMMANDS: list[Command] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ir3de`` parser: every subcommand with its help line, and the arguments of ``commands``.
+
+    Args:
+        commands: the subcommands whose arguments to declare (default: all). `main` declares only the one being
+            run, because declaring some imports torch (``fit`` lists the aggregations), which ``ir3de --help`` and
+            the other commands do not need.
+    """
     parser = argparse.ArgumentParser(
         prog="ir3de",
         description="IR3DE linear router: fit it on each expert's text, manage experts, route prompts.",
@@ -525,14 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=command.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command.configure(subparser)
+        if commands is None or command.name in commands:
+            command.configure(subparser)
         subparser.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ir3de`` console script; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no option but --help, so its first positional argument is the command.
+    parser = build_parser(commands=[argument for argument in argv if not argument.startswith("-")][:1])
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "texts", None) is not None and not any(item.startswith("-") for item in extra):
         args.texts += extra  # prompts given after options: ``ir3de route DIR --json "text"``

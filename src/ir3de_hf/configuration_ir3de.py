@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +38,10 @@ class ExpertSpec:
     statistics: str | None = None
 
     def __post_init__(self) -> None:
+        for attribute in ("source", "base_model"):  # a path is accepted wherever a path is meant
+            value = getattr(self, attribute)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, attribute, os.fspath(value))
         if not isinstance(self.name, str) or not _EXPERT_NAME.match(self.name):
             raise ValueError(
                 f"Invalid expert name {self.name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a "

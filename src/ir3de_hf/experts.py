@@ -14,11 +14,12 @@ adapters. Sources are local directories or Hub ids (resolved through the HF cach
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from ._hub_files import hub_file, local_path_or_hub_id
 from .configuration_ir3de import ExpertSpec
 from .tokenization import vocabulary_fingerprint
 
-__all__ = ["ExpertPool", "LoadedExpert"]
+__all__ = ["ExpertPool", "LoadedExpert", "with_adapter_base"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -125,6 +126,7 @@ class ExpertPool:
 
         Nothing is loaded except the tokenizer. Raises `ValueError` naming the expert and its source otherwise.
         """
+        spec = with_adapter_base(spec)
         marker = "adapter_config.json" if spec.kind == "adapter" else "config.json"
         if _locate(spec.name, _source(spec), spec.revision, marker) is None:
             hint = "" if spec.kind == "adapter" else " (if it is a PEFT adapter, also give base_model=)"
@@ -262,6 +264,33 @@ class ExpertPool:
         parameters = sum(parameter.numel() for parameter in skeleton.parameters())
         extra = _adapter_bytes(spec) if spec.kind == "adapter" else 0
         return parameters * torch.empty((), dtype=dtype).element_size() + extra
+
+
+def with_adapter_base(spec: ExpertSpec) -> ExpertSpec:
+    """``spec`` with ``base_model`` read from the adapter's ``adapter_config.json`` (``base_model_name_or_path``) when
+    its source is a PEFT adapter and no base model was given; other specs unchanged."""
+    if spec.base_model is not None or spec.source is None:
+        return spec
+    try:
+        directory = _locate(spec.name, spec.source, spec.revision, "adapter_config.json")
+    except ValueError:
+        if isinstance(local_path_or_hub_id(spec.source), Path):
+            raise
+        return spec  # a Hub source that cannot be reached now: `register` says so when the expert is needed
+    if directory is None:
+        return spec
+    try:
+        base = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"Expert {spec.name!r}: {spec.source!r} has an unreadable adapter_config.json ({error})."
+        ) from error
+    if not isinstance(base, str) or not base:
+        raise ValueError(
+            f"Expert {spec.name!r}: {spec.source!r} is a PEFT adapter whose adapter_config.json names no base model "
+            "(base_model_name_or_path); pass base_model=."
+        )
+    return replace(spec, base_model=base)
 
 
 def _locate(name: str, source: str, revision: str | None, filename: str, role: str = "source") -> Path | None:

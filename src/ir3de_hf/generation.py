@@ -7,6 +7,8 @@ was used (`"routed"`, `"forced"` or `"fallback"`).
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ def decide(
     """``(expert, margin, reason)`` per prompt: the forced expert, the routed one, or the fallback when the router
     has no evidence or its margin is under ``min_margin``."""
     _check_prompts(prompts)
+    _check_min_margin(min_margin)
     for name in (expert, fallback_expert):
         if name is not None and name not in router.expert_names:
             raise ValueError(f"No expert named {name!r}; the router's experts are: {', '.join(router.expert_names)}.")
@@ -103,14 +106,23 @@ def generate(
 
     ``use_chat_template`` (default: when the expert's tokenizer has one) wraps each prompt as a user turn. Prompts
     longer than the expert's context minus ``max_new_tokens`` are truncated from the left (the end is kept).
+
+    Arguments are checked before any expert generates: ``max_new_tokens`` (default 64) must be an int from 1 to
+    the chosen experts' context minus one (``max_position_embeddings``: the prompt needs a token), ``min_margin`` a
+    finite number and ``batch_size`` an int >= 1; otherwise `ValueError`. Checking the context loads each chosen
+    expert first.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    _check_count("batch_size", batch_size)
+    _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     decisions = decide(router, prompts, expert=expert, fallback_expert=fallback_expert, min_margin=min_margin)
-    generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     texts: list[str] = [""] * len(prompts)
     groups: dict[tuple[str, str | None, str], list[int]] = {}
     for index, (name, _, _) in enumerate(decisions):
         groups.setdefault(pool.batch_key(name), []).append(index)
+    for indices in groups.values():  # every group's expert must fit the answer before any of them generates
+        name = decisions[indices[0]][0]
+        _check_context(name, pool.get(name), generate_kwargs["max_new_tokens"])
     for indices in groups.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
@@ -142,12 +154,16 @@ def generate_stream(
     use_chat_template: bool | None = None,
     **generate_kwargs: Any,
 ) -> RoutedStream:
-    """Routes one prompt and streams the expert's answer (a `TextIteratorStreamer` fed by a background thread)."""
+    """Routes one prompt and streams the expert's answer (a `TextIteratorStreamer` fed by a background thread).
+
+    The arguments are checked as in `generate`, before the expert generates.
+    """
+    _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     ((name, margin, reason),) = decide(
         router, [prompt], expert=expert, fallback_expert=fallback_expert, min_margin=min_margin
     )
-    generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     loaded = pool.get(name)
+    _check_context(name, loaded, generate_kwargs["max_new_tokens"])
     inputs = _encode(loaded, [prompt], use_chat_template, generate_kwargs)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
     worker = threading.Thread(
@@ -165,6 +181,32 @@ def _check_prompts(prompts: Sequence[str]) -> None:
             raise TypeError(f"Prompt {index} is a {type(prompt).__name__}, not a string.")
         if not prompt.strip():
             raise ValueError(f"Prompt {index} is empty; there is nothing to route or answer.")
+
+
+def _check_count(name: str, value: object) -> None:
+    """Refuses anything but an int >= 1 (also `True`, ``2.5``, ``"8"``, NaN): transformers would fail deep in a
+    batch, or generate nothing."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _check_min_margin(min_margin: object) -> None:
+    """Refuses a `min_margin` that is not a finite number: a NaN compares false with every margin (no fallback ever)
+    and a string would fail only after routing."""
+    if min_margin is None:
+        return
+    if isinstance(min_margin, bool) or not isinstance(min_margin, numbers.Real) or not math.isfinite(min_margin):
+        raise ValueError(f"min_margin must be a finite number (or None), got {min_margin!r}.")
+
+
+def _check_context(name: str, loaded: LoadedExpert, max_new_tokens: int) -> None:
+    """Refuses ``max_new_tokens`` that leave no room for the prompt in expert ``name``'s context."""
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and max_new_tokens >= context:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} does not fit expert {name!r}: its context is {context} tokens "
+            f"(max_position_embeddings), so max_new_tokens can be at most {context - 1}, leaving the prompt a token."
+        )
 
 
 def _encode(

@@ -30,7 +30,7 @@ from .aggregation import aggregate, margins
 from .cards import CardInfo
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
 from .encoder import encoder_config, referenced_embeddings
-from .experts import ExpertPool
+from .experts import ExpertPool, with_adapter_base
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
 from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data
 from .outputs import IR3DERouterOutput, merge_outputs
@@ -222,6 +222,7 @@ class IR3DERouterModel(PreTrainedModel):
         given: dict[str, Any] = {key: inputs[key] for key in _REGISTRY_FIELDS if inputs.get(key) is not None}  # type: ignore[literal-required]
         spec = replace(old or ExpertSpec(name), **given, statistics=None if data.moments is None else "moments")
         if spec.source is not None and spec != old:  # checks the source; loading waits for generation
+            spec = with_adapter_base(spec)
             ExpertPool(tokenizer_fingerprint=self.config.tokenizer_fingerprint).register(spec)
         with self._edits:
             if new:
@@ -360,6 +361,7 @@ class IR3DERouterModel(PreTrainedModel):
         encoder_by_reference: bool = False,
         card: CardInfo | None = None,
         overwrite: bool = False,
+        copy_experts: bool = True,
         **kwargs: Any,
     ) -> None:
         """Saves config, statistics, encoder, tokenizer and a model card (``README.md``) atomically: the directory
@@ -372,6 +374,9 @@ class IR3DERouterModel(PreTrainedModel):
             card: what the card says beyond the router (repo id, evaluation report, datasets, license, tags).
             overwrite: replace a non-empty directory that holds something other than an IR3DE router (refused
                 otherwise, with `FileExistsError`); its files are not kept. Files beside a router are always kept.
+            copy_experts: copy experts that live in local folders into ``experts/<name>/`` (hard links where
+                possible), so the directory is self-contained; otherwise they are recorded relative to it. No local
+                absolute path is ever written (see `ir3de_hf.persistence.portable_registry`).
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
@@ -384,11 +389,15 @@ class IR3DERouterModel(PreTrainedModel):
                 key: value for key, value in self.state_dict().items() if key != persistence.ENCODER_KEY
             }
         replaces_foreign = persistence.check_save_target(save_directory, overwrite)
+        portable, copies = persistence.portable_registry(self.config, save_directory, copy_experts)
+        overrides = {**overrides, **portable}
         with (
             atomic_directory(save_directory, keep_others=not replaces_foreign) as staging,
             persistence.overridden(self.config, overrides),
         ):
             super().save_pretrained(staging, **kwargs)
+            for name, folder in copies.items():
+                persistence.copy_expert(folder, staging / "experts" / name)
             counts = self.store.token_counts()
             persistence.write_companions(
                 staging, self.config, counts, self.tokenizer, card, by_reference=encoder_by_reference
@@ -431,6 +440,7 @@ class IR3DERouterModel(PreTrainedModel):
         config = persistence.saved_config(pretrained_model_name_or_path, where)
         persistence.check_weights(pretrained_model_name_or_path, where, config)
         router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        persistence.resolve_registry(router.config, pretrained_model_name_or_path, where)
         try:
             router._load_store()
             if not torch.isfinite(router.embed_tokens.weight).all():

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, snapshot_download
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
@@ -32,10 +33,13 @@ __all__ = [
     "by_reference_overrides",
     "check_save_target",
     "check_weights",
+    "copy_expert",
     "expected_tensors",
     "hub_kwargs",
     "overridden",
     "pinned_encoder_revision",
+    "portable_registry",
+    "resolve_registry",
     "saved_config",
     "saved_tokenizer",
     "write_companions",
@@ -153,6 +157,111 @@ def check_save_target(directory: str | os.PathLike[str], overwrite: bool) -> boo
             "empty or new directory, or pass overwrite=True (--overwrite) to replace the directory."
         )
     return True
+
+
+def portable_registry(
+    config: IR3DEConfig, directory: str | os.PathLike[str], copy_experts: bool
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The config fields a router saved in ``directory`` records instead of local absolute paths, and the expert
+    folders to copy into it.
+
+    A local expert source becomes ``./experts/<name>`` (copied there with ``copy_experts``) or a path relative to
+    ``directory``; a local base model or encoder becomes its Hub id when it is a snapshot of the HF cache
+    (``models--org--name/snapshots/<sha>``, the revision pinned), else a path relative to ``directory``.
+
+    Returns:
+        The config overrides (``experts``, and ``encoder``/``encoder_revision`` when local) and, per expert name, the
+        folder to copy to ``experts/<name>``.
+    """
+    target = Path(directory).expanduser().resolve()
+    entries, copies = [], {}
+    for spec in config.expert_specs:
+        entry = spec.to_dict()
+        source = _local(spec.source)
+        if source is not None and copy_experts and source.is_dir():
+            copies[spec.name] = source
+            entry["source"] = f"./experts/{spec.name}"
+        elif source is not None:
+            entry["source"] = _relative(source, target)
+        base = _local(spec.base_model)
+        if base is not None:
+            entry["base_model"] = _cached_hub_id(base)[0] or _relative(base, target)
+        entries.append(entry)
+    overrides: dict[str, Any] = {"experts": entries}
+    encoder = _local(config.encoder)
+    if encoder is not None:
+        repo, revision = _cached_hub_id(encoder)
+        overrides["encoder"] = repo or _relative(encoder, target)
+        if repo is not None and config.encoder_revision is None:
+            overrides["encoder_revision"] = revision
+    return overrides, copies
+
+
+def resolve_registry(config: IR3DEConfig, name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> None:
+    """Turns the relative expert sources and base models of a loaded router into paths of this machine: relative to
+    its directory, or, for a router loaded from the Hub, to the downloaded folders of its repository. A relative
+    encoder path is resolved against a local router directory (a Hub repository holds no encoder)."""
+    relative = [
+        value
+        for spec in config.expert_specs
+        for value in (spec.source, spec.base_model)
+        if value is not None and value.startswith(("./", "../"))
+    ]
+    encoder = config.encoder
+    if encoder is not None and encoder.startswith(("./", "../")):
+        located = local_path_or_hub_id(name_or_path)
+        if isinstance(located, Path):
+            config.encoder = str((located.resolve() / encoder).resolve())
+    if not relative:
+        return
+    located = local_path_or_hub_id(name_or_path)
+    if isinstance(located, Path):
+        root = located.resolve()
+    else:
+        patterns = [f"{value.removeprefix('./').rstrip('/')}/*" for value in relative]
+        keep = {key: where[key] for key in ("revision", "cache_dir", "token", "local_files_only") if key in where}
+        root = Path(snapshot_download(located, allow_patterns=patterns, **keep))
+    experts = []
+    for spec in config.expert_specs:
+        entry = spec.to_dict()
+        for key in ("source", "base_model"):
+            value = entry.get(key)
+            if isinstance(value, str) and value.startswith(("./", "../")):
+                entry[key] = str((root / value).resolve())
+        experts.append(entry)
+    config.experts = experts
+
+
+def copy_expert(source: Path, destination: Path) -> None:
+    """Copies an expert folder (hard links where the filesystem allows, so an adapter or model costs no space)."""
+    shutil.copytree(source, destination, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def _local(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    located = local_path_or_hub_id(value)
+    return located.resolve() if isinstance(located, Path) else None
+
+
+def _relative(path: Path, directory: Path) -> str:
+    relative = os.path.relpath(path, directory)
+    return relative if relative.startswith("..") else f"./{relative}"
+
+
+def _cached_hub_id(path: Path) -> tuple[str | None, str | None]:
+    """``("org/name", sha)`` for a snapshot folder of the HF cache, else ``(None, None)``."""
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].removeprefix("models--").replace("--", "/"), parts[-1]
+    return None, None
 
 
 def hub_kwargs(load_kwargs: Mapping[str, Any]) -> dict[str, Any]:
