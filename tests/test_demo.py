@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, pipeline
 
 from ir3de_hf.assets import smollm2_path
-from ir3de_hf.demo import DOMAINS, demo_experts_path, load_demo_router, sample_prompts
+from ir3de_hf.demo import DOMAINS, ENCODER_ID, demo_experts_path, load_demo_router, sample_prompts
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +23,34 @@ def demo_router():
 
 def test_demo_router_has_the_six_experts_registered(demo_router):
     assert demo_router.expert_names == list(DOMAINS)
-    for spec in demo_router.config.expert_specs:
-        assert spec.kind == "adapter" and spec.source == str(demo_experts_path() / spec.name)
-    assert demo_router.config.aggregation == "weighted_mean"
+    for spec in demo_router.config.expert_specs:  # the adapters travel inside the saved router folder
+        assert spec.kind == "adapter" and spec.base_model == ENCODER_ID
+        copied, committed = Path(spec.source), demo_experts_path() / spec.name
+        assert copied.parts[-2:] == ("experts", spec.name)
+        assert (copied / "adapter_model.safetensors").read_bytes() == (
+            committed / "adapter_model.safetensors"
+        ).read_bytes()
+    assert demo_router.config.aggregation == "weighted_mean" and demo_router.config.encoder == ENCODER_ID
     assert int(demo_router.expert_counts.sum(dim=1).min()) > 500_000
+
+
+def test_the_saved_demo_router_names_no_path_of_this_machine(demo_router, tmp_path):
+    demo_router.save_pretrained(tmp_path / "demo")
+    saved = (tmp_path / "demo" / "config.json").read_text() + (tmp_path / "demo" / "README.md").read_text()
+    for local in (str(tmp_path), str(Path.home()), str(smollm2_path()), str(demo_experts_path().parents[1])):
+        assert local not in saved
+    assert json.loads((tmp_path / "demo" / "config.json").read_text())["experts"][0]["source"] == "./experts/code"
+
+
+def test_the_text_classification_pipeline_returns_the_six_experts(demo_router):
+    classify = pipeline("text-classification", model=demo_router, tokenizer=demo_router.tokenizer)
+    prompts = sample_prompts(demo_router.tokenizer, tokens=64)
+    ranked = classify(list(prompts.values()), top_k=None)
+    routed = demo_router.route(list(prompts.values())).expert_names
+    for scores, expert in zip(ranked, routed, strict=True):
+        assert sorted(score["label"] for score in scores) == sorted(DOMAINS)
+        assert scores[0]["label"] == expert and sum(score["score"] for score in scores) == pytest.approx(1.0)
+    assert sum(expert == domain for expert, domain in zip(routed, prompts, strict=True)) >= 5  # 64-token prompts
 
 
 def test_second_load_comes_from_the_cache(demo_router):

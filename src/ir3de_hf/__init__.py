@@ -4,7 +4,8 @@
 `import ir3de_hf` is cheap: it imports neither torch nor transformers (about 6 s together), so `ir3de --help` starts
 at once. The public names (`IR3DERouterModel`, ...) are imported on first access (PEP 562 `__getattr__`).
 
-Importing the package still registers `IR3DEConfig` and `IR3DERouterModel` with `AutoConfig` and `AutoModel`, so
+Importing the package still registers `IR3DEConfig` and `IR3DERouterModel` with `AutoConfig`, `AutoModel` and
+`AutoModelForSequenceClassification` (for `pipeline("text-classification")`), so
 `AutoModel.from_pretrained(path)` returns a router for any saved ``model_type: "ir3de"``: if transformers' auto
 classes are already imported the registration happens now, otherwise an import hook (`_AutoRegistration`) does it
 right after transformers imports them.
@@ -76,12 +77,14 @@ def _register_config() -> None:
 
 
 def _register_model() -> None:
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from .configuration_ir3de import IR3DEConfig
     from .modeling_ir3de import IR3DERouterModel
 
     AutoModel.register(IR3DEConfig, IR3DERouterModel, exist_ok=True)
+    # pipeline("text-classification", model=router) resolves the model through this auto class
+    AutoModelForSequenceClassification.register(IR3DEConfig, IR3DERouterModel, exist_ok=True)
 
 
 class _AutoRegistration(importlib.abc.MetaPathFinder):

@@ -165,6 +165,10 @@ class IR3DEConfig(PreTrainedConfig):
             if len(others) == len(_TOKEN_ID_FIELDS) - 1:  # else midway through __init__: __post_init__ checks
                 _check_ids_in_vocabulary(**others, **{name: value})
         super().__setattr__(name, value)
+        if name == "experts":  # the labels of `pipeline("text-classification")` are the experts, always in sync
+            names = [entry["name"] for entry in value]
+            super().__setattr__("id2label", dict(enumerate(names)))
+            super().__setattr__("label2id", {label: index for index, label in enumerate(names)})
 
     @property
     def expert_names(self) -> list[str]:

@@ -21,13 +21,16 @@ from typing import Any
 
 from . import __version__
 from .assets import cache_root, smollm2_path
-from .configuration_ir3de import IR3DEConfig
+from .configuration_ir3de import FORMAT_VERSION, IR3DEConfig
 from .data import benchmark_path, load_benchmark
+from .experts import ExpertPool
 from .modeling_ir3de import IR3DERouterModel
 
 __all__ = ["demo_experts_path", "load_demo_router", "sample_prompts"]
 
 DOMAINS = ("code", "legal", "politics", "biomedical", "fiction", "multilingual")
+ENCODER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_LAYOUT = "experts copied in, Hub ids"  # how the cached router is saved: a change must not reuse an old cache
 EXPERTS_ENV = "IR3DE_DEMO_EXPERTS"
 
 
@@ -53,8 +56,10 @@ def load_demo_router(rebuild: bool = False) -> IR3DERouterModel:
     encoder = smollm2_path()
     cached = cache_root() / "demo-router" / _cache_key(encoder, experts)
     if rebuild or not (cached / "config.json").is_file():
-        _fit(encoder, experts).save_pretrained(cached)
-    return IR3DERouterModel.from_pretrained(cached)
+        _fit(encoder, experts).save_pretrained(cached, overwrite=True)  # experts copied in: a self-contained folder
+    router = IR3DERouterModel.from_pretrained(cached)
+    router.expert_pool = _pool(encoder)
+    return router
 
 
 def sample_prompts(tokenizer: Any, tokens: int = 48) -> dict[str, str]:
@@ -72,22 +77,29 @@ def _cache_key(encoder: Path, experts: Path) -> str:
     train = sorted((benchmark_path() / "data").glob("train-*.parquet"))
     digest = hashlib.sha256()
     defaults = IR3DEConfig().to_json_string(use_diff=False)  # a changed default must not reuse an old fit
-    for part in [__version__, defaults, str(encoder), str(experts.resolve())]:
+    for part in [__version__, str(FORMAT_VERSION), _LAYOUT, defaults, str(encoder), str(experts.resolve())]:
         digest.update(part.encode())
     for path in train:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
+def _pool(encoder: Path) -> ExpertPool:
+    """An expert pool that finds the adapters' base model, named by its Hub id, in the local asset directory."""
+    return ExpertPool(base_model_paths={ENCODER_ID: encoder})
+
+
 def _fit(encoder: Path, experts: Path) -> IR3DERouterModel:
-    router = IR3DERouterModel.from_encoder(str(encoder))
+    # The asset directory is a local copy of the Hub model: the router records the Hub id, never the local path.
+    router = IR3DERouterModel.from_encoder(encoder, encoder_id=ENCODER_ID)
+    router.expert_pool = _pool(encoder)
     train = load_benchmark()["train"]
     for domain in DOMAINS:
         router.add_expert(
             domain,
             dataset=train.filter(lambda row, d=domain: row["domain"] == d),
-            source=str(experts / domain),
-            base_model=str(encoder),
+            source=experts / domain,
+            base_model=ENCODER_ID,
             description=f"SmolLM2-135M-Instruct LoRA expert for {domain} text (ir3de-multidomain)",
         )
     return router

@@ -53,12 +53,17 @@ def encoder_embeddings(
 
 
 def encoder_config(
-    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding, tokenizer: Any = None, **config_kwargs: Any
+    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding,
+    tokenizer: Any = None,
+    encoder_id: str | None = None,
+    **config_kwargs: Any,
 ) -> tuple[IR3DEConfig, torch.Tensor, Any]:
     """The config of an empty router over ``encoder`` (see `IR3DERouterModel.from_encoder`), the embedding table and
-    the tokenizer (loaded from ``encoder`` when that is a Hub id or path and no tokenizer is given)."""
+    the tokenizer (loaded from ``encoder`` when that is a Hub id or path and no tokenizer is given). ``encoder_id``
+    is the Hub id recorded when ``encoder`` is a local copy of a Hub model."""
     revision = config_kwargs.get("encoder_revision")
     weight, reference = encoder_embeddings(encoder, revision)
+    reference = encoder_id or reference
     if isinstance(encoder, str | os.PathLike) and tokenizer is None:
         tokenizer = encoder
     if isinstance(tokenizer, str | os.PathLike):

@@ -16,6 +16,7 @@ as an [`ExpertData`]: a token histogram (int64, V) with the never-counted ids at
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -58,10 +59,10 @@ class ExpertInputs(TypedDict, total=False):
     text_column: str
     histogram: torch.Tensor | None
     moments: tuple[torch.Tensor, torch.Tensor] | None
-    source: str | None
+    source: str | os.PathLike[str] | None
     revision: str | None
     description: str | None
-    base_model: str | None
+    base_model: str | os.PathLike[str] | None
 
 
 DATA_ARGUMENTS = ("texts", "input_ids", "attention_mask", "dataset", "text_column", "histogram", "moments")

@@ -139,6 +139,7 @@ class IR3DERouterModel(PreTrainedModel):
         cls,
         encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding,
         tokenizer: Any = None,
+        encoder_id: str | None = None,
         **config_kwargs: Any,
     ) -> IR3DERouterModel:
         """Creates an empty router (no experts) whose frozen encoder is a copy of ``encoder``'s input embeddings.
@@ -147,12 +148,14 @@ class IR3DERouterModel(PreTrainedModel):
             encoder: a Hub id or local path of a causal LM, a loaded `PreTrainedModel`, or an `nn.Embedding`.
             tokenizer: the tokenizer of the encoder (a tokenizer object, Hub id or path). Loaded from ``encoder``
                 when that is a Hub id or path. Needed to add experts from text and to route text.
+            encoder_id: the Hub id to record as ``config.encoder`` when ``encoder`` is a local copy of a Hub model
+                (an offline mirror): the saved router then names the model, not this machine's path.
             **config_kwargs: fields of [`IR3DEConfig`] (`ridge_lambda`, `aggregation`, `top_k`, ...).
 
         By default the tokenizer's special tokens (and padding) are never counted and never vote; pass
         ``ignored_token_ids=[...]`` to choose them yourself.
         """
-        config, weight, tokenizer = encoder_config(encoder, tokenizer, **config_kwargs)
+        config, weight, tokenizer = encoder_config(encoder, tokenizer, encoder_id, **config_kwargs)
         router = cls(config)
         with torch.no_grad():
             router.embed_tokens.weight.copy_(weight)
@@ -223,7 +226,8 @@ class IR3DERouterModel(PreTrainedModel):
         spec = replace(old or ExpertSpec(name), **given, statistics=None if data.moments is None else "moments")
         if spec.source is not None and spec != old:  # checks the source; loading waits for generation
             spec = with_adapter_base(spec)
-            ExpertPool(tokenizer_fingerprint=self.config.tokenizer_fingerprint).register(spec)
+            bases = self._expert_pool.base_model_paths if self._expert_pool is not None else None
+            ExpertPool(tokenizer_fingerprint=self.config.tokenizer_fingerprint, base_model_paths=bases).register(spec)
         with self._edits:
             if new:
                 self.store.add(name, histogram=data.histogram, moments=data.moments)
@@ -396,8 +400,9 @@ class IR3DERouterModel(PreTrainedModel):
             persistence.overridden(self.config, overrides),
         ):
             super().save_pretrained(staging, **kwargs)
+            bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
             for name, folder in copies.items():
-                persistence.copy_expert(folder, staging / "experts" / name)
+                persistence.copy_expert(folder, staging / "experts" / name, bases[name])
             counts = self.store.token_counts()
             persistence.write_companions(
                 staging, self.config, counts, self.tokenizer, card, by_reference=encoder_by_reference
@@ -409,6 +414,7 @@ class IR3DERouterModel(PreTrainedModel):
         version. Options (see [`~ir3de_hf.persistence.PushOptions`]): ``revision`` (an existing branch),
         ``commit_message``, ``commit_description``, ``private``, ``token``, ``create_pr``, ``encoder_by_reference``
         (the encoder must then be a Hub id; its revision is pinned) and ``card`` (``repo_id`` is filled in)."""
+        persistence.check_pushable(self.config)
         by_reference = options.get("encoder_by_reference", False)
         api = HfApi(token=options.get("token"))
         pinned = (

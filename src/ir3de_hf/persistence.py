@@ -31,6 +31,7 @@ __all__ = [
     "ENCODER_KEY",
     "PushOptions",
     "by_reference_overrides",
+    "check_pushable",
     "check_save_target",
     "check_weights",
     "copy_expert",
@@ -197,6 +198,18 @@ def portable_registry(
     return overrides, copies
 
 
+def check_pushable(config: IR3DEConfig) -> None:
+    """Refuses a push whose adapters name a local base model: the experts travel in the repository, a base model
+    does not, and a path of this machine means nothing to others."""
+    local = [f"{spec.name} ({spec.base_model})" for spec in config.expert_specs if _local(spec.base_model) is not None]
+    if local:
+        raise ValueError(
+            f"Cannot push: the base model of expert(s) {', '.join(local)} is a local folder, which others cannot "
+            "load. Name it by its Hub id (base_model='org/name') and keep loading it from here with "
+            "router.expert_pool = ExpertPool(base_model_paths={'org/name': 'local/folder'})."
+        )
+
+
 def resolve_registry(config: IR3DEConfig, name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> None:
     """Turns the relative expert sources and base models of a loaded router into paths of this machine: relative to
     its directory, or, for a router loaded from the Hub, to the downloaded folders of its repository. A relative
@@ -232,9 +245,17 @@ def resolve_registry(config: IR3DEConfig, name_or_path: str | os.PathLike[str], 
     config.experts = experts
 
 
-def copy_expert(source: Path, destination: Path) -> None:
-    """Copies an expert folder (hard links where the filesystem allows, so an adapter or model costs no space)."""
+def copy_expert(source: Path, destination: Path, base_model: str | None) -> None:
+    """Copies an expert folder (hard links where the filesystem allows, so an adapter or model costs no space). The
+    copy of an adapter's ``adapter_config.json`` names ``base_model`` (the registry's portable value) instead of the
+    path peft wrote there."""
     shutil.copytree(source, destination, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
+    adapter_config = destination / "adapter_config.json"
+    if base_model is not None and adapter_config.is_file():
+        values = json.loads(adapter_config.read_text())
+        values["base_model_name_or_path"] = base_model
+        adapter_config.unlink()  # a hard link to the original: write a file of its own
+        adapter_config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def _link_or_copy(source: str, destination: str) -> None:
