@@ -141,3 +141,20 @@ def test_labels_follow_the_registry(local_router, tmp_path):
     local_router.save_pretrained(tmp_path)
     loaded = IR3DERouterModel.from_pretrained(tmp_path)
     assert loaded.config.id2label == {0: "code", 1: "docs"} and loaded.config.num_labels == 2
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+@pytest.mark.parametrize(
+    ("texts", "show", "expected"),
+    [(3000, None, True), (3000, False, False), (10, None, False), (10, True, True)],
+    ids=["many texts", "many texts, turned off", "few texts", "few texts, turned on"],
+)
+def test_counting_text_shows_a_progress_bar_when_it_takes_a_while(
+    onehot_router, domain_texts, capfd, texts, show, expected
+):
+    corpus = (domain_texts["code"] * (texts // len(domain_texts["code"]) + 1))[:texts]
+    capfd.readouterr()
+    onehot_router.add_expert("code", texts=corpus, show_progress_bar=show)
+    assert ("Counting tokens of 'code'" in capfd.readouterr().err) is expected

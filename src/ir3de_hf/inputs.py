@@ -45,7 +45,8 @@ class ExpertInputs(TypedDict, total=False):
 
     Give exactly one of ``texts`` (strings, tokenized with the router's tokenizer), ``input_ids`` (with an optional
     ``attention_mask``; masked positions are not counted), ``dataset`` (a `datasets.Dataset` or `IterableDataset`
-    with a ``text_column``), ``histogram`` (precomputed token counts, a length-V vector) or ``moments``
+    with a ``text_column``; ``show_progress_bar`` shows a tqdm bar of the count, by default for 2,048 texts or more
+    and for streams of unknown length), ``histogram`` (precomputed token counts, a length-V vector) or ``moments``
     (``(A_n, b_n)``, shapes (d+1, d+1) and (d+1,), computed with this router's encoder; such an expert can be
     removed or replaced but not re-weighted by token). ``source``/``revision`` say where the expert model lives (Hub
     id or local path), ``description`` what it is for, and ``base_model`` marks a PEFT adapter. ``None`` means
@@ -57,6 +58,7 @@ class ExpertInputs(TypedDict, total=False):
     attention_mask: torch.Tensor | Sequence[Sequence[int]] | None
     dataset: Any
     text_column: str
+    show_progress_bar: bool | None
     histogram: torch.Tensor | None
     moments: tuple[torch.Tensor, torch.Tensor] | None
     source: str | os.PathLike[str] | None
@@ -65,7 +67,17 @@ class ExpertInputs(TypedDict, total=False):
     base_model: str | os.PathLike[str] | None
 
 
-DATA_ARGUMENTS = ("texts", "input_ids", "attention_mask", "dataset", "text_column", "histogram", "moments")
+DATA_ARGUMENTS = (
+    "texts",
+    "input_ids",
+    "attention_mask",
+    "dataset",
+    "text_column",
+    "show_progress_bar",
+    "histogram",
+    "moments",
+)
+PROGRESS_TEXTS = 2048  # below this many texts a count takes about a second: no progress bar by default
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,7 @@ def expert_data(
     attention_mask: torch.Tensor | Sequence[Sequence[int]] | None = None,
     dataset: Any = None,
     text_column: str = "text",
+    show_progress_bar: bool | None = None,
     histogram: torch.Tensor | None = None,
     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ExpertData:
@@ -164,7 +177,8 @@ def expert_data(
             )
         batches, total = _text_batches(name, texts, dataset, text_column)
         counter = TokenCounter(vocab_size, never_counted)
-        with tqdm(total=total, desc=f"Counting tokens of {name!r}", unit=" texts", disable=(total or 0) < 2048) as bar:
+        quiet = not show_progress_bar if show_progress_bar is not None else (total or PROGRESS_TEXTS) < PROGRESS_TEXTS
+        with tqdm(total=total, desc=f"Counting tokens of {name!r}", unit=" texts", disable=quiet) as bar:
             for batch in batches:
                 flat = [token for sequence in encode_texts(tokenizer, batch) for token in sequence]
                 counter.add(torch.as_tensor(flat, dtype=torch.long))
