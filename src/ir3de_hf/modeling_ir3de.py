@@ -14,18 +14,18 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from typing_extensions import Unpack
 
 from . import persistence
-from ._hub_files import upload_directory
-from ._saving import atomic_directory, recover_directory
+from ._saving import recover_directory
 from .aggregation import aggregate, margins
 from .cards import CardInfo
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
@@ -39,10 +39,10 @@ from .shared_statistics import ExpertStatistics, check_compatible
 from .statistics import normalize_columns
 from .store import (
     MOMENT_KEYS,
-    ExpertStatisticsStore,
     RoutingSettings,
     RoutingTables,
     checkpoint_tensors,
+    placeholder_store,
     store_from_checkpoint,
 )
 
@@ -93,14 +93,9 @@ class IR3DERouterModel(PreTrainedModel):
         self._expert_pool: ExpertPool | None = None
         self._edits = threading.Lock()
         # Placeholders of the right shapes, so that loading fills the buffers; `_load_store` then reads them.
-        width = config.hidden_size + 1
-        self.store = ExpertStatisticsStore(self.embed_tokens, _settings(config))
-        for spec in config.expert_specs:
-            if spec.statistics == "moments":
-                zeros = torch.zeros(width, width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
-                self.store.add(spec.name, moments=zeros)
-            else:
-                self.store.add(spec.name, histogram=torch.zeros(config.vocab_size, dtype=torch.int64))
+        specs = config.expert_specs
+        names, imported = [spec.name for spec in specs], [i for i, s in enumerate(specs) if s.statistics == "moments"]
+        self.store = placeholder_store(self.embed_tokens, _settings(config), names, imported)
         self._write_buffers(with_index=config.ir3de_format_version >= 2)
         self.register_load_state_dict_post_hook(lambda module, _: module._load_store())
         self.post_init()
@@ -125,10 +120,9 @@ class IR3DERouterModel(PreTrainedModel):
     def _load_store(self) -> None:
         """Rebuilds the store from freshly loaded buffers (format 1 or 2); the router is format 2 from then on."""
         specs = self.config.expert_specs
-        imported = [i for i, spec in enumerate(specs) if spec.statistics == "moments"]
-        self.store = store_from_checkpoint(
-            self.embed_tokens, _settings(self.config), [s.name for s in specs], imported, dict(self.named_buffers())
-        )
+        names, imported = [spec.name for spec in specs], [i for i, s in enumerate(specs) if s.statistics == "moments"]
+        buffers = dict(self.named_buffers())
+        self.store = store_from_checkpoint(self.embed_tokens, _settings(self.config), names, imported, buffers)
         self.config.ir3de_format_version = FORMAT_VERSION
         self._write_buffers()
 
@@ -384,29 +378,16 @@ class IR3DERouterModel(PreTrainedModel):
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
-        self.config.check()
-        overrides = (
-            persistence.by_reference_overrides(self.config, self.embed_tokens.weight) if encoder_by_reference else {}
+        persistence.save_router(
+            self,
+            save_directory,
+            partial(PreTrainedModel.save_pretrained, self),  # transformers writes config.json and the weights
+            card=card,
+            encoder_by_reference=encoder_by_reference,
+            overwrite=overwrite,
+            copy_experts=copy_experts,
+            weights_options=kwargs,
         )
-        if encoder_by_reference:
-            kwargs["state_dict"] = {
-                key: value for key, value in self.state_dict().items() if key != persistence.ENCODER_KEY
-            }
-        replaces_foreign = persistence.check_save_target(save_directory, overwrite)
-        portable, copies = persistence.portable_registry(self.config, save_directory, copy_experts)
-        overrides = {**overrides, **portable}
-        with (
-            atomic_directory(save_directory, keep_others=not replaces_foreign) as staging,
-            persistence.overridden(self.config, overrides),
-        ):
-            super().save_pretrained(staging, **kwargs)
-            bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
-            for name, folder in copies.items():
-                persistence.copy_expert(folder, staging / "experts" / name, bases[name])
-            counts = self.store.token_counts()
-            persistence.write_companions(
-                staging, self.config, counts, self.tokenizer, card, by_reference=encoder_by_reference
-            )
 
     def push_to_hub(self, repo_id: str, **options: Unpack[persistence.PushOptions]) -> CommitInfo:  # type: ignore[override]
         """Uploads config, statistics, tokenizer and the ir3de model card to ``repo_id`` (``"org/name"``, created if
@@ -414,24 +395,7 @@ class IR3DERouterModel(PreTrainedModel):
         version. Options (see [`~ir3de_hf.persistence.PushOptions`]): ``revision`` (an existing branch),
         ``commit_message``, ``commit_description``, ``private``, ``token``, ``create_pr``, ``encoder_by_reference``
         (the encoder must then be a Hub id; its revision is pinned) and ``card`` (``repo_id`` is filled in)."""
-        persistence.check_pushable(self.config)
-        by_reference = options.get("encoder_by_reference", False)
-        api = HfApi(token=options.get("token"))
-        pinned = (
-            persistence.pinned_encoder_revision(api, self.config) if by_reference else self.config.encoder_revision
-        )
-        card = replace(options.get("card") or CardInfo(), repo_id=repo_id)
-        with persistence.overridden(self.config, {"encoder_revision": pinned}):
-            return upload_directory(
-                api,
-                repo_id,
-                lambda staging: self.save_pretrained(staging, encoder_by_reference=by_reference, card=card),
-                revision=options.get("revision"),
-                commit_message=options.get("commit_message") or f"Upload IR3DE router ({self.num_experts} experts)",
-                commit_description=options.get("commit_description"),
-                private=options.get("private"),
-                create_pr=options.get("create_pr", False),
-            )
+        return persistence.push_router(self, repo_id, options)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]

@@ -11,21 +11,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import CommitInfo, HfApi, snapshot_download
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
-from ._hub_files import hub_id, local_path_or_hub_id
+from ._hub_files import hub_id, local_path_or_hub_id, upload_directory
+from ._saving import atomic_directory
 from .cards import CONFUSION_IMAGE, CardInfo, router_card
 from .configuration_ir3de import IR3DEConfig
 from .encoder import embedding_fingerprint
+
+if TYPE_CHECKING:
+    from .modeling_ir3de import IR3DERouterModel
 
 __all__ = [
     "ENCODER_KEY",
@@ -40,7 +45,9 @@ __all__ = [
     "overridden",
     "pinned_encoder_revision",
     "portable_registry",
+    "push_router",
     "resolve_registry",
+    "save_router",
     "saved_config",
     "saved_tokenizer",
     "write_companions",
@@ -87,6 +94,60 @@ def overridden(config: IR3DEConfig, values: Mapping[str, Any]) -> Iterator[None]
     finally:
         for key, value in saved.items():
             setattr(config, key, value)
+
+
+def save_router(
+    router: IR3DERouterModel,
+    directory: str | os.PathLike[str],
+    save_weights: Callable[..., None],
+    *,
+    card: CardInfo | None,
+    encoder_by_reference: bool,
+    overwrite: bool,
+    copy_experts: bool,
+    weights_options: dict[str, Any],
+) -> None:
+    """The body of `IR3DERouterModel.save_pretrained`: checks the target, writes config and weights with
+    ``save_weights`` (transformers' own `save_pretrained`), the local experts and the companions into a new directory
+    with no local absolute path, and swaps it in atomically."""
+    config = router.config
+    config.check()
+    overrides = by_reference_overrides(config, router.embed_tokens.weight) if encoder_by_reference else {}
+    if encoder_by_reference:
+        state = router.state_dict()
+        weights_options = {**weights_options, "state_dict": {k: v for k, v in state.items() if k != ENCODER_KEY}}
+    replaces_foreign = check_save_target(directory, overwrite)
+    portable, copies = portable_registry(config, directory, copy_experts)
+    bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
+    with (
+        atomic_directory(directory, keep_others=not replaces_foreign) as staging,
+        overridden(config, overrides | portable),
+    ):
+        save_weights(staging, **weights_options)
+        for name, folder in copies.items():
+            copy_expert(folder, staging / "experts" / name, bases[name])
+        counts = router.store.token_counts()
+        write_companions(staging, config, counts, router.tokenizer, card, by_reference=encoder_by_reference)
+
+
+def push_router(router: IR3DERouterModel, repo_id: str, options: PushOptions) -> CommitInfo:
+    """The body of `IR3DERouterModel.push_to_hub`: one commit of the router saved into a scratch folder."""
+    check_pushable(router.config)
+    by_reference = options.get("encoder_by_reference", False)
+    api = HfApi(token=options.get("token"))
+    pinned = pinned_encoder_revision(api, router.config) if by_reference else router.config.encoder_revision
+    card = replace(options.get("card") or CardInfo(), repo_id=repo_id)
+    with overridden(router.config, {"encoder_revision": pinned}):
+        return upload_directory(
+            api,
+            repo_id,
+            lambda staging: router.save_pretrained(staging, encoder_by_reference=by_reference, card=card),
+            revision=options.get("revision"),
+            commit_message=options.get("commit_message") or f"Upload IR3DE router ({router.num_experts} experts)",
+            commit_description=options.get("commit_description"),
+            private=options.get("private"),
+            create_pr=options.get("create_pr", False),
+        )
 
 
 def by_reference_overrides(config: IR3DEConfig, weight: torch.Tensor) -> dict[str, Any]:

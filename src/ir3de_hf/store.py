@@ -37,6 +37,7 @@ __all__ = [
     "RoutingSettings",
     "RoutingTables",
     "checkpoint_tensors",
+    "placeholder_store",
     "store_from_checkpoint",
 ]
 
@@ -352,4 +353,19 @@ def store_from_checkpoint(
             store.add(name, moments=moments[position])
         else:
             store.add(name, histogram=counts[position])
+    return store
+
+
+def placeholder_store(
+    embeddings: nn.Embedding, settings: RoutingSettings, names: Sequence[str], imported: Sequence[int]
+) -> ExpertStatisticsStore:
+    """A store of zeros with the layout of a checkpoint (what a router is built with before its weights load)."""
+    vocab_size, width = embeddings.weight.shape[0], embeddings.weight.shape[1] + 1
+    store = ExpertStatisticsStore(embeddings, settings)
+    for position, name in enumerate(names):
+        if position in imported:
+            zeros = torch.zeros(width, width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
+            store.add(name, moments=zeros)
+        else:
+            store.add(name, histogram=torch.zeros(vocab_size, dtype=torch.int64))
     return store
