@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-_API_REPO = ("/api/models/", "/api/datasets/")
+_API_REPO = ("/api/models/", "/api/datasets/", "/api/spaces/")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._resources import resource_path
 from .assets import cache_root, smollm2_path
 from .configuration_ir3de import FORMAT_VERSION, IR3DEConfig
 from .data import benchmark_path, load_benchmark
@@ -35,9 +36,9 @@ EXPERTS_ENV = "IR3DE_DEMO_EXPERTS"
 
 
 def demo_experts_path() -> Path:
-    """``space_app/experts`` of the repository (override with ``$IR3DE_DEMO_EXPERTS``)."""
+    """``space_app/experts`` of a checkout or of the installed wheel (override with ``$IR3DE_DEMO_EXPERTS``)."""
     override = os.environ.get(EXPERTS_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "space_app" / "experts"
+    return Path(override) if override else resource_path("space_app/experts")
 
 
 def load_demo_router(rebuild: bool = False) -> IR3DERouterModel:

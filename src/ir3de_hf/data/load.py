@@ -6,13 +6,14 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from ir3de_hf._resources import resource_path
 from ir3de_hf.data.publish import SOURCES_FILE, split_file
 from ir3de_hf.data.splits import SPLITS
 
 
 def benchmark_path() -> Path:
-    """``data/ir3de-multidomain`` at the repository root, where the built benchmark is committed."""
-    return Path(__file__).resolve().parents[3] / "data" / "ir3de-multidomain"
+    """The committed benchmark: ``data/ir3de-multidomain`` of a checkout, or its copy inside an installed wheel."""
+    return resource_path("benchmark")
 
 
 def _folder(path: str | Path | None) -> Path:
