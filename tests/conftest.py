@@ -152,6 +152,7 @@ def hub(monkeypatch, tmp_path_factory):
     """A loopback Hub that the real huggingface_hub / transformers clients talk to, with offline mode off and an
     empty HF cache of this test's own (HF_ENDPOINT and HF_HUB_OFFLINE are read at import, so patch the constants)."""
     import huggingface_hub.constants as hub_constants
+    import huggingface_hub.hf_api
     import transformers.utils.hub as transformers_hub
 
     from hub_server import LoopbackHub
@@ -164,6 +165,7 @@ def hub(monkeypatch, tmp_path_factory):
     )
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
     monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers caches one HfApi with its first endpoint
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.url)  # the module-level HfApi (peft uses it)
     yield server
     server.stop()
 
