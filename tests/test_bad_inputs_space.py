@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space_app"))
 import app
 import benchmark_eval
 import endpoints
-from router_snapshots import RouterHolder
+from router_snapshots import SessionRouters
 
 from ir3de_hf import IR3DERouterModel
 
 pytestmark = pytest.mark.slow
 
-PUBLIC = {"/route", "/generate", "/add_expert", "/remove_expert", "/reset", "/experts", "/evaluate"}
+PUBLIC = {"/route", "/generate", "/chat", "/add_expert", "/remove_expert", "/reset", "/experts", "/evaluate"}
 CONTEXT = 64  # max_position_embeddings of conftest's tiny Llama, the model behind experts code and legal
 
 
@@ -47,7 +47,7 @@ CONTEXT = 64  # max_position_embeddings of conftest's tiny Llama, the model behi
 class Space:
     url: str
     client: Client
-    holder: RouterHolder
+    routers: SessionRouters
     prompt: str  # the fixed prompt whose /route answer must never change
     experts: dict[str, Any]  # /experts and /route as the Space started
     route: dict[str, Any]
@@ -71,8 +71,8 @@ def space(tmp_path_factory, _word_tokenizer, domain_texts, expert_dirs) -> Itera
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        holder = RouterHolder(lambda: router)
-        demo = app.build_demo(holder)
+        routers = SessionRouters(lambda: router)
+        demo = app.build_demo(routers)
         options = {"server_name": "127.0.0.1", "server_port": _free_port(), "quiet": True, **app.launch_options()}
         _, url, _ = demo.queue().launch(prevent_thread_lock=True, **options)
         try:
@@ -82,14 +82,15 @@ def space(tmp_path_factory, _word_tokenizer, domain_texts, expert_dirs) -> Itera
             route = client.predict(prompt, api_name="/route")
             assert [row["name"] for row in experts["experts"]] == ["code", "legal", "docs"]
             assert route["expert"] == "code"
-            yield Space(url, client, holder, prompt, experts, route, tmp_path_factory.mktemp("uploads"))
+            yield Space(url, client, routers, prompt, experts, route, tmp_path_factory.mktemp("uploads"))
         finally:
             demo.close()
 
 
 @pytest.fixture(autouse=True)
 def _starting_router(space: Space) -> None:
-    space.holder.reset()
+    for session in space.routers.sessions:
+        space.routers.end(session)
 
 
 def _assert_state_unchanged(space: Space) -> None:
@@ -133,6 +134,32 @@ CASES: list[tuple[str, str, tuple[Any, ...], type[Exception], str]] = [
         "max-new-tokens-over-context",
         "/generate",
         (PROMPT, "code", CONTEXT),
+        AppError,
+        rf"'code' has a context of {CONTEXT} tokens.*at most {CONTEXT - 1} new tokens",
+    ),
+    ("temperature-negative", "/generate", (PROMPT, "", 8, -1, 1), AppError, r"between 0 \(greedy\) and 2, got -1\.$"),
+    ("temperature-too-high", "/generate", (PROMPT, "", 8, 2.5, 1), AppError, r"between 0 \(greedy\) and 2, got 2\.5"),
+    ("temperature-string", "/generate", (PROMPT, "", 8, "0.7", 1), AppError, r"temperature must be a number, got str"),
+    ("temperature-bool", "/generate", (PROMPT, "", 8, True, 1), AppError, r"temperature must be a number, got bool"),
+    (
+        "top-p-zero",
+        "/generate",
+        (PROMPT, "", 8, 0.7, 0),
+        AppError,
+        r"top_p must be greater than 0 and at most 1, got 0",
+    ),
+    ("top-p-over-one", "/generate", (PROMPT, "", 8, 0.7, 1.5), AppError, r"at most 1, got 1\.5"),
+    ("top-p-none", "/generate", (PROMPT, "", 8, 0.7, None), AppError, r"top_p must be a number, got NoneType"),
+    ("chat-without-arguments", "/chat", (), AppError, r"^Type a prompt first\.$"),
+    ("chat-message-not-text", "/chat", (123,), AppError, r"prompt must be text \(a string\), got int 123"),
+    ("chat-message-over-limit", "/chat", (TOO_LONG,), AppError, r"at most 4,000"),
+    ("chat-max-new-tokens-fraction", "/chat", (PROMPT, 2.5), AppError, r"whole number of tokens, got 2\.5"),
+    ("chat-temperature-string", "/chat", (PROMPT, 8, "hot", 1), AppError, r"temperature must be a number, got str"),
+    ("chat-top-p-negative", "/chat", (PROMPT, 8, 0.5, -0.1), AppError, r"at most 1, got -0\.1"),
+    (
+        "chat-max-new-tokens-over-context",
+        "/chat",
+        (PROMPT, CONTEXT),
         AppError,
         rf"'code' has a context of {CONTEXT} tokens.*at most {CONTEXT - 1} new tokens",
     ),
@@ -242,6 +269,10 @@ def test_good_input_still_passes_the_checks(space: Space, domain_texts) -> None:
     assert table["experts"][-1]["name"] == "cooking" and table["experts"][-1]["tokens"] > 1000
     assert isinstance(space.client.predict(PROMPT, "code", 4.0, api_name="/generate"), str)
     assert isinstance(space.client.predict(PROMPT, "legal", CONTEXT - 1, api_name="/generate"), str)
+    assert isinstance(space.client.predict(PROMPT, "code", 4, 0.7, 0.9, api_name="/generate"), str)
+    assert space.client.predict(PROMPT, 4, 1.0, 0.5, api_name="/chat").startswith("Routed to **code** · margin ")
+    docs = space.client.predict(domain_texts["docs"][1], 4, api_name="/chat")  # routes to an expert with no model
+    assert docs.startswith("Routed to **docs**") and "'docs' was added from text" in docs
 
 
 def _raw_call(space: Space, api_name: str, body: str) -> tuple[str, Any]:
@@ -265,12 +296,26 @@ def _raw_call(space: Space, api_name: str, body: str) -> tuple[str, Any]:
 @pytest.mark.parametrize(
     ("api_name", "body", "message"),
     [
-        ("/generate", '{"data": ["def f(x):", "", NaN]}', r"whole number of tokens, got nan"),
-        ("/generate", '{"data": ["def f(x):", "", Infinity]}', r"whole number of tokens, got inf"),
+        ("/generate", '{"data": ["def f(x):", "", NaN, 0, 1]}', r"whole number of tokens, got nan"),
+        ("/generate", '{"data": ["def f(x):", "", Infinity, 0, 1]}', r"whole number of tokens, got inf"),
+        ("/generate", '{"data": ["def f(x):", "", 8, NaN, 1]}', r"temperature must be a finite number, got nan"),
+        ("/generate", '{"data": ["def f(x):", "", 8, 0.5, -Infinity]}', r"top_p must be a finite number, got -inf"),
+        ("/chat", '{"data": ["def f(x):", 8, Infinity, 1]}', r"temperature must be a finite number, got inf"),
         ("/route", '{"data": ["abc \\ud800 def"]}', r"prompt is not valid Unicode text \(a lone surrogate at"),
         ("/route", '{"data": []}', r"didn't receive enough input values \(needed: 1, got: 0\)"),
+        # a raw call names every input: the sampling settings too (gradio_client fills in their defaults)
+        ("/generate", '{"data": ["def f(x):", "", 8]}', r"didn't receive enough input values \(needed: 5, got: 3\)"),
     ],
-    ids=["nan", "infinity", "lone-surrogate", "no-data"],
+    ids=[
+        "nan",
+        "infinity",
+        "temperature-nan",
+        "top-p-infinity",
+        "chat-infinity",
+        "lone-surrogate",
+        "no-data",
+        "short",
+    ],
 )
 def test_raw_json_the_client_cannot_send_is_refused_with_a_message(space, api_name, body, message) -> None:
     event, error = _raw_call(space, api_name, body)
@@ -296,7 +341,7 @@ def test_private_events_cannot_be_called(space: Space) -> None:
     that needs it; each one either only renders or checks its input through `endpoints`.)"""
     private = [d for d in space.client.config["dependencies"] if d["api_visibility"] == "private"]
     names = {dependency["api_name"] for dependency in private}
-    assert {"render_route", "routed_answer", "compare", "render_experts", "load_example"} <= names
+    assert {"show_decision", "routed_answer", "compare", "render_experts", "load_example", "_submit_fn"} <= names
     for dependency in private:
         with pytest.raises(ValueError, match="Invalid function index"):
             space.client.predict(space.prompt, fn_index=dependency["id"])

@@ -1,10 +1,12 @@
 """The Space's router snapshots and endpoint functions, on a small real router (no server): edits publish a new
-router and never touch the one in use, an edit equals a fit from scratch, and visitors' bad input is refused."""
+router for the editing session only and never touch the one in use, an edit equals a fit from scratch, sessions are
+bounded, and visitors' bad input is refused. Also the Space's pure display helpers (palette, whitespace tokens)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -13,14 +15,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space_app"))
 
+import app
+import display
 import endpoints
-from router_snapshots import RouterHolder, clone_router
+from router_snapshots import MAX_SESSIONS, RouterHolder, SessionRouters, clone_router
 
 from ir3de_hf import IR3DERouterModel
 
 
 @pytest.fixture(scope="module")
-def _holder(_word_tokenizer, domain_texts: dict[str, list[str]]) -> RouterHolder:
+def _routers(_word_tokenizer, domain_texts: dict[str, list[str]]) -> SessionRouters:
     """A router with one-hot features (a per-word frequency table: small and accurate) and experts code and legal,
     fitted on every other chunk."""
     router = IR3DERouterModel.from_encoder(torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer))))
@@ -29,14 +33,23 @@ def _holder(_word_tokenizer, domain_texts: dict[str, list[str]]) -> RouterHolder
     router.config.ignored_token_ids = list(_word_tokenizer.all_special_ids)
     for name in ("code", "legal"):
         router.add_expert(name, texts=domain_texts[name][::2])
-    return RouterHolder(lambda: router)
+    return SessionRouters(lambda: router)
 
 
 @pytest.fixture
-def holder(_holder: RouterHolder) -> RouterHolder:
-    """The module's holder, back at its starting router for every test (that router is never modified)."""
-    _holder.reset()
-    return _holder
+def routers(_routers: SessionRouters) -> Iterator[SessionRouters]:
+    """The module's routers with no session of its own: every session starts at the starting router (which is
+    never modified)."""
+    for key in _routers.sessions:
+        _routers.end(key)
+    yield _routers
+    _routers.max_sessions = MAX_SESSIONS
+
+
+@pytest.fixture
+def holder(routers: SessionRouters) -> RouterHolder:
+    """One visitor's session."""
+    return routers.session("visitor")
 
 
 def test_clone_shares_the_encoder_and_owns_its_statistics(holder: RouterHolder) -> None:
@@ -108,7 +121,14 @@ def test_add_and_remove_change_the_expert_table(holder, domain_texts, tmp_path) 
     upload.write_text("\n".join(json.dumps({"text": text}) for text in domain_texts["docs"][::2]) + "\n")
     table = endpoints.add_expert(holder, "docs", "", str(upload))
     row = table["experts"][-1]
-    assert row == {"name": "docs", "source": "text (added here)", "tokens": row["tokens"], "can_generate": False}
+    added = {
+        "name": "docs",
+        "source": "text (added here)",
+        "link": None,
+        "tokens": row["tokens"],
+        "can_generate": False,
+    }
+    assert row == added
     assert row["tokens"] > 1000
     assert endpoints.route(holder, domain_texts["docs"][3])["expert"] == "docs"
     table = endpoints.remove_expert(holder, "docs")
@@ -243,3 +263,242 @@ def test_values_of_the_wrong_kind_are_refused(holder, call, message) -> None:
     with pytest.raises(gr.Error, match=message):
         call(holder)
     assert holder.current is before
+
+
+# ------------------------------------------------------------------------------------------------------ sessions
+
+
+def test_each_session_edits_its_own_router(routers, domain_texts) -> None:
+    alice, bob = routers.session("alice"), routers.session("bob")
+    start = routers.start
+    endpoints.add_expert(alice, "docs", " ".join(domain_texts["docs"][::2]))
+    endpoints.remove_expert(bob, "legal")
+    assert alice.current.expert_names == ["code", "legal", "docs"]
+    assert bob.current.expert_names == ["code"]
+    assert routers.start is start and start.expert_names == ["code", "legal"]
+    assert routers.session("carol").current is start  # a session that never edited uses the starting router
+    assert endpoints.experts(routers.session("carol"))["experts"][1]["name"] == "legal"
+    # the copies share the frozen encoder and the tokenizer: a session costs its statistics only
+    assert alice.current.embed_tokens.weight.data_ptr() == start.embed_tokens.weight.data_ptr()
+    assert alice.current.tokenizer is start.tokenizer
+    endpoints.reset(bob)
+    assert bob.current is start and routers.sessions == ["alice"]
+    routers.end("alice")  # the visitor closed the tab (demo.unload)
+    assert alice.current is start and routers.sessions == []
+
+
+def test_sessions_are_capped_and_the_least_recently_used_is_evicted(routers) -> None:
+    routers.max_sessions = 2
+    for key in ("a", "b", "c"):
+        routers.edit(key, lambda router: router.remove_expert("legal"))
+        if key == "b":
+            assert routers.current("a").expert_names == ["code"]  # "a" is now used more recently than "b"
+    assert routers.sessions == ["a", "c"]
+    assert routers.current("b") is routers.start  # evicted: back on the starting router
+    assert routers.current("a").expert_names == ["code"]
+
+
+def test_a_failed_edit_creates_no_session(routers) -> None:
+    with pytest.raises(gr.Error, match="No expert named"):
+        endpoints.remove_expert(routers.session("x"), "nope")
+    with pytest.raises(gr.Error, match="already exists"):
+        endpoints.add_expert(routers.session("x"), "code", "def f(x): return x")
+    assert routers.sessions == []
+
+
+def test_the_session_cap_is_checked() -> None:
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="max_sessions must be an integer >= 1"):
+            SessionRouters(lambda: None, max_sessions=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ sampling, chat
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "message"),
+    [
+        (None, 1.0, "temperature must be a number, got NoneType None"),
+        ("0.7", 1.0, "temperature must be a number, got str '0.7'"),
+        (True, 1.0, "temperature must be a number, got bool True"),
+        (float("nan"), 1.0, "temperature must be a finite number, got nan"),
+        (float("inf"), 1.0, "temperature must be a finite number, got inf"),
+        (-0.1, 1.0, r"temperature must be between 0 \(greedy\) and 2, got -0\.1\."),
+        (2.5, 1.0, r"temperature must be between 0 \(greedy\) and 2, got 2\.5\."),
+        (10**400, 1.0, r"temperature must be between 0 \(greedy\) and 2, got 10+\.\.\."),
+        (0.7, None, "top_p must be a number, got NoneType None"),
+        (0.7, float("nan"), "top_p must be a finite number, got nan"),
+        (0.7, 0, r"top_p must be greater than 0 and at most 1, got 0\."),
+        (0.7, -0.5, r"top_p must be greater than 0 and at most 1, got -0\.5\."),
+        (0.7, 1.01, r"top_p must be greater than 0 and at most 1, got 1\.01\."),
+        (0, 0, r"top_p must be greater than 0"),  # checked even when greedy
+    ],
+)
+def test_sampling_arguments_are_checked(holder, temperature, top_p, message) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(endpoints.generate(holder, "hello", "code", 8, temperature, top_p))
+    with pytest.raises(gr.Error, match=message):
+        next(endpoints.chat(holder, "hello", [], 8, temperature, top_p))
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "expected"),
+    [
+        (0, 0.5, {"do_sample": False}),
+        (0.0, 1, {"do_sample": False}),
+        (0.7, 0.9, {"do_sample": True, "temperature": 0.7, "top_p": 0.9}),
+        (2, 1, {"do_sample": True, "temperature": 2.0, "top_p": 1.0}),
+    ],
+)
+def test_temperature_zero_is_greedy(temperature, top_p, expected) -> None:
+    assert endpoints._checked_sampling(temperature, top_p) == expected
+
+
+def test_a_chat_turn_is_routed_on_the_last_message(holder, domain_texts) -> None:
+    """Experts added from text have no model: the turn names the expert and says so instead of answering."""
+    history = [
+        {"role": "user", "content": domain_texts["code"][1]},
+        {"role": "assistant", "content": "Routed to **code** · margin 0.300 · confident (≥ 0.03)\n\nsure"},
+    ]
+    answer = list(endpoints.chat(holder, domain_texts["legal"][1], history, 8))
+    assert len(answer) == 1
+    line, _, rest = answer[0].partition("\n\n")
+    assert line.startswith("Routed to **legal** · margin ")
+    assert line.endswith(("confident (≥ 0.03)", "unsure (< 0.03)"))
+    assert "'legal' was added from text" in rest
+    with pytest.raises(gr.Error, match="Type a prompt first"):
+        next(endpoints.chat(holder, "  ", history, 8))
+    with pytest.raises(gr.Error, match="chat history must be a list of messages, got str"):
+        next(endpoints.chat(holder, "hello", "not a list", 8))
+
+
+def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
+    history = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "Routed to **code** · margin 0.300 · confident (≥ 0.03)\n\nan answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}]},  # Gradio's normalised messages
+        {"role": "assistant", "content": [{"type": "text", "text": "Routed to **legal** · the only expert\n\nmore"}]},
+        {"role": "assistant", "content": "thinking", "metadata": {"title": "a thought"}},
+        {"role": "system", "content": "ignored"},
+        {"role": "user", "content": [{"path": "/tmp/picture.png"}]},  # a file: no text
+        "not a message",
+    ]
+    assert endpoints._chat_turns(history) == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "more"},
+    ]
+
+
+def test_route_says_whether_the_router_is_confident(holder, domain_texts) -> None:
+    result = endpoints.route(holder, domain_texts["code"][1][:300])
+    assert result["min_margin"] == endpoints.DEFAULT_MIN_MARGIN
+    assert result["confidence"] == ("confident" if result["margin"] >= result["min_margin"] else "unsure")
+    assert endpoints.confidence(0.02, 0.03) == "unsure" and endpoints.confidence(0.03, 0.03) == "confident"
+    assert endpoints.confidence(None, 0.03) is None and endpoints.confidence(float("inf"), 0.03) is None
+    assert "**confident** (≥ 0.03)" in app.margin_text({"margin": 0.2, "confidence": "confident", "min_margin": 0.03})
+    assert "**unsure** (< 0.03" in app.margin_text({"margin": 0.01, "confidence": "unsure", "min_margin": 0.03})
+
+
+# --------------------------------------------------------------------------------------------- sources and links
+
+
+def test_local_sources_are_never_shown(tmp_path) -> None:
+    assert endpoints.public_source(str(tmp_path)) == "local"
+    assert endpoints.public_source("./experts/code") == "local"
+    assert endpoints.public_source("~/models/code") == "local"
+    assert endpoints.public_source("/no/such/dir") == "local"
+    assert endpoints.public_source(None) == "text (added here)"
+    assert endpoints.public_source("org/expert") == "org/expert"
+    assert endpoints.hub_link(str(tmp_path)) is None and endpoints.hub_link(None) is None
+    assert endpoints.hub_link("org/expert") == "https://huggingface.co/org/expert"
+    assert endpoints.hub_link("org/expert", "v1") == "https://huggingface.co/org/expert/tree/v1"
+    assert endpoints.hub_link("datasets/org/bench") == "https://huggingface.co/datasets/org/bench"
+
+
+def test_the_links_name_hub_sources_and_hide_local_paths(holder, tmp_path, monkeypatch) -> None:
+    router = holder.current.copy()
+    router.config.encoder = str(tmp_path / "encoder")
+    router.config.experts[0]["source"] = str(tmp_path / "experts" / "code")  # a model on the Space's disk
+    router.config.experts[0]["base_model"] = "org/base"
+    router.config.experts[1]["source"] = "org/legal-expert"
+    monkeypatch.setenv(app.ROUTER_ENV, str(tmp_path / "router"))
+    monkeypatch.delenv(app.BENCHMARK_ENV, raising=False)
+    text = app.links_markdown(router)
+    assert str(tmp_path) not in text and "/" + tmp_path.parts[1] not in text.replace("https://", "")
+    assert "(https://arxiv.org/abs/2606.06098)" in text and "**Router**: stored with this Space (local)" in text
+    assert "**Encoder**: local" in text and "ir3de_hf.data.load_benchmark()" in text
+    assert "**Expert models**: code (local), [legal](https://huggingface.co/org/legal-expert)" in text
+    assert "**Base model**: [org/base](https://huggingface.co/org/base)" in text
+    monkeypatch.setenv(app.ROUTER_ENV, "org/router")
+    monkeypatch.setenv(app.BENCHMARK_ENV, "org/ir3de-multidomain")
+    router.config.encoder = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    text = app.links_markdown(router)
+    assert "[org/router](https://huggingface.co/org/router)" in text
+    assert "[org/ir3de-multidomain](https://huggingface.co/datasets/org/ir3de-multidomain)" in text
+    assert "[HuggingFaceTB/SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)" in text
+
+
+# ------------------------------------------------------------------------------------------------------- display
+
+
+def test_the_first_twelve_colours_are_distinct_as_bars_and_as_token_chips() -> None:
+    """CIEDE2000 >= 10 between any two of the first 12 colours, drawn full (bars) and at Gradio's 50% tint (token
+    chips). The former palette fails it: its 7th colour (teal) was 6.2 from politics green as chips."""
+    first = display.PALETTE[:12]
+    assert len(set(display.PALETTE)) == len(display.PALETTE) >= endpoints.MAX_EXPERTS
+    assert display.min_distance(first) >= 10 and display.min_distance(first, display.CHIP_ALPHA) >= 10
+    assert display.min_distance(display.PALETTE[:7], display.CHIP_ALPHA) >= 15
+    former = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6"]
+    assert display.min_distance(former, display.CHIP_ALPHA) < 10
+    names = [f"e{i}" for i in range(30)]
+    colors = display.expert_colors(names)
+    assert [colors[name] for name in names[:24]] == display.PALETTE  # by expert index
+
+
+def test_delta_e_matches_the_published_ciede2000_pairs() -> None:
+    """Pairs 1, 7, 9, 17 and 25 of Sharma, Wu & Dalal (2005)."""
+    pairs = [
+        ((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+        ((50, 0, 0), (50, -1, 2), 2.3669),
+        ((50, 2.49, -0.001), (50, -2.49, 0.0009), 7.1792),
+        ((50, 2.5, 0), (73, 25, -18), 27.1492),
+        ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ]
+    for first, second, expected in pairs:
+        assert display.delta_e_lab(first, second) == pytest.approx(expected, abs=1e-4)
+    assert display.delta_e("#ffffff", "#ffffff") == 0 and display.tint("#000000") == "#808080"
+
+
+@pytest.mark.parametrize(
+    ("token", "shown"),
+    [(" ", "·"), ("\n", "⏎"), ("\n\n", "⏎⏎"), ("    ", "····"), ("\t", "→"), ("\r\n", "⏎"), (" the", " the")],
+)
+def test_whitespace_tokens_are_drawn_visible(token, shown) -> None:
+    assert display.visible_token(token) == shown
+
+
+def test_the_token_view_shows_whitespace_and_a_new_decision_clears_the_answers() -> None:
+    """What SmolLM2's byte-level tokens give: a line end and an indentation are tokens of their own, with votes."""
+    result = {
+        "expert": "code",
+        "margin": 0.2,
+        "confidence": "confident",
+        "min_margin": 0.03,
+        "can_generate": True,
+        "aggregation": "weighted_mean",
+        "scores": {"code": 0.3, "legal": 0.1},
+        "tokens": [
+            {"text": "def", "vote": "code"},
+            {"text": "\n", "vote": "legal"},
+            {"text": "    ", "vote": "code"},
+            {"text": " ", "vote": None},  # a gap between tokens: no chip, left as it is
+            {"text": "x", "vote": "code"},
+        ],
+    }
+    decision, _, votes, answer, compare = app.render_route(result)
+    assert "Routed to **code**, margin 0.200: **confident** (≥ 0.03)" in decision
+    pieces = [(piece["token"], piece["class_or_confidence"]) for piece in votes.value]
+    assert pieces == [("def", "code"), ("⏎", "legal"), ("····", "code"), (" ", None), ("x", "code")]
+    assert answer == "" and compare == ""  # the previous prompt's answers go with the new decision
