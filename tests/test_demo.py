@@ -10,6 +10,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, pipeline
 
+from ir3de_hf import IR3DERouterModel
 from ir3de_hf.assets import smollm2_path
 from ir3de_hf.demo import DOMAINS, ENCODER_ID, demo_experts_path, load_demo_router, sample_prompts
 
@@ -75,3 +76,15 @@ def test_routed_greedy_answer_equals_the_adapter_called_directly(demo_router):
         output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         direct = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert result.text == direct and result.reason == "routed"
+
+
+def test_the_pushed_demo_router_names_no_path_of_this_machine(hub, demo_router, tmp_path):
+    commit = demo_router.push_to_hub("org/ir3de-demo")
+    files = hub.files("org/ir3de-demo")
+    assert {"config.json", "README.md", "experts/code/adapter_config.json"} <= set(files)
+    texts = [content.decode() for name, content in files.items() if name.endswith((".json", ".md"))]
+    for local in (str(Path.home()), str(smollm2_path()), str(demo_experts_path().parents[1]), "/tmp/"):
+        assert not any(local in text for text in texts), local
+    assert json.loads(files["experts/code/adapter_config.json"])["base_model_name_or_path"] == ENCODER_ID
+    loaded = IR3DERouterModel.from_pretrained("org/ir3de-demo", revision=commit.oid)
+    assert loaded.route(["The Licensee shall not sublicense the Software."]).expert_names == ["legal"]
