@@ -1,9 +1,15 @@
-"""Routing quality of IR3DE and the paper's baselines on the ir3de-multidomain test split.
+"""Routing quality of IR3DE and the paper's baselines on the ir3de-multidomain test split (in-distribution) and on its
+out-of-source test half (the same six domains from sources the training split never saw), plus IR3DE's calibration.
 
-    python benchmarks/quality.py                      # full test split; writes results/quality.{json,md} + a PNG
+    python benchmarks/quality.py                      # full test splits; writes results/quality.{json,md} + PNGs
     python benchmarks/quality.py --test-per-domain 50 --ppl-per-domain 10   # a quick look
 
-Every router sees the same prompts: each test text cut to its first 16, 64 and 256 SmolLM2 tokens. IR3DE routes the
+Every router sees the same prompts: each test text cut to its first 16, 64 and 256 SmolLM2 tokens. The MiniLM
+baselines encode each distinct prompt once per run (kNN and the linear head share the embeddings).
+Calibration: the default IR3DE router is calibrated (`router.calibrate`, target accuracy 99%) on the in-distribution
+validation split and the out-of-source validation half together, at 16/64/256 tokens; the report gives its ECE and,
+at the chosen threshold, the coverage and accuracy of the routed prompts on both test sets, and the share of the
+unknown-domain prompts (food, sports, JSON) it sends to the fallback. IR3DE routes the
 token ids; the MiniLM baselines get the same prompts as text. Fit time includes tokenisation and (for the baselines)
 encoding the train split; routing time is per 1,000 prompts of 64 tokens, including each router's own tokenisation
 except IR3DE's (given ids; see benchmarks/bench_routing.py for tokenisation measured separately).
@@ -23,15 +29,19 @@ from typing import Any
 
 import torch
 
-from ir3de_hf import IR3DERouterModel
+from ir3de_hf import IR3DEConfig, IR3DERouterModel
+from ir3de_hf.aggregation import AGGREGATIONS
 from ir3de_hf.assets import minilm_path, smollm2_path
 from ir3de_hf.baselines import ClassifierRouter, KNNRouter, OracleRouter, RandomRouter, SentenceEncoder
+from ir3de_hf.calibration import expected_calibration_error
 from ir3de_hf.data import load_benchmark
+from ir3de_hf.data.out_of_source import load_out_of_source, load_unknown
 from ir3de_hf.demo import DOMAINS, load_demo_router
 from ir3de_hf.evaluation import normalized_performance, perplexity_by_domain, plot_confusion_matrix, routing_report
 from ir3de_hf.perplexity import NLLTotal, per_text_nll
 
 RESULTS = Path(__file__).parent / "results"
+TARGET_ACCURACY = 0.99
 
 
 def per_domain(rows: Any, count: int | None) -> tuple[list[str], list[str]]:
@@ -96,32 +106,50 @@ def main() -> None:
     data = load_benchmark()
     train_texts, train_domains = per_domain(data["train"], None)
     test_texts, test_domains = per_domain(data["test"], args.test_per_domain)
+    oos = load_out_of_source()
+    oos_texts, oos_domains = per_domain(oos["test"], args.test_per_domain)
     demo = load_demo_router()
     tokenizer = demo.tokenizer
-    test_ids = tokenizer(test_texts, add_special_tokens=False)["input_ids"]
-    prompts = {n: [tokenizer.decode(ids[:n]) for ids in test_ids] for n in args.lengths}
-    cut_ids = {n: [ids[:n] for ids in test_ids] for n in args.lengths}
+    sets = {"in_distribution": (test_texts, test_domains), "out_of_source": (oos_texts, oos_domains)}
+    cut_ids: dict[str, dict[int, list[list[int]]]] = {}
+    prompts: dict[str, dict[int, list[str]]] = {}
+    for key, (texts, _) in sets.items():
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        cut_ids[key] = {n: [row[:n] for row in ids] for n in args.lengths}
+        prompts[key] = {n: [tokenizer.decode(row[:n]) for row in ids] for n in args.lengths}
     results: dict[str, dict[str, Any]] = {}
 
-    def record(name: str, fit_s: float, route: Callable[[int], list[str | None]], per_1k: float) -> None:
-        entry: dict[str, Any] = {"fit_s": fit_s, "route_ms_per_1k_prompts_64": per_1k, "lengths": {}}
-        for n in args.lengths:
-            report = routing_report(test_domains, route(n), labels=DOMAINS)
-            entry["lengths"][str(n)] = report.to_dict()
+    def record(name: str, fit_s: float, route: Callable[[str, int], list[str | None]], per_1k: float) -> None:
+        entry: dict[str, Any] = {"fit_s": fit_s, "route_ms_per_1k_prompts_64": per_1k}
+        for key, (_, domains) in sets.items():
+            entry[key] = {
+                str(n): routing_report(domains, route(key, n), labels=DOMAINS).to_dict() for n in args.lengths
+            }
         results[name] = entry
-        print(name, {n: round(v["accuracy"], 4) for n, v in entry["lengths"].items()}, flush=True)
+        accuracies = {key: {n: round(v["accuracy"], 4) for n, v in entry[key].items()} for key in sets}
+        print(name, accuracies, flush=True)
 
-    # IR3DE: one fit, three aggregations.
+    # IR3DE: one fit, every aggregation.
     fit_s, ir3de = fit_ir3de(train_texts, train_domains)
-    for aggregation in ("majority_vote", "entropy_top_k", "mean", "weighted_mean"):
+    default_aggregation = ir3de.config.aggregation
+    for aggregation in AGGREGATIONS:
         ir3de.config.aggregation = aggregation
-        route_s, _ = timed(lambda: ir3de.route(cut_ids[64]))
+        route_s, _ = timed(lambda: ir3de.route(cut_ids["in_distribution"][64]))
         record(
             f"IR3DE {aggregation}",
             fit_s,
-            lambda n: ir3de.route(cut_ids[n]).expert_names,
+            lambda key, n: ir3de.route(cut_ids[key][n]).expert_names,
             1000 * route_s * 1000 / len(test_texts),
         )
+    ir3de.config.aggregation = default_aggregation
+    ir3de.config.naive_bayes_weight = 0.0  # the ridge head alone: the default before issue 15
+    record(
+        f"IR3DE {default_aggregation}, ridge only (default before issue 15)",
+        fit_s,
+        lambda key, n: ir3de.route(cut_ids[key][n]).expert_names,
+        float("nan"),
+    )
+    ir3de.config.naive_bayes_weight = IR3DEConfig().naive_bayes_weight
 
     # The reference code's padding: EOS counted in the statistics and voting in prompts padded to 256 tokens.
     eos = tokenizer.eos_token_id
@@ -129,8 +157,8 @@ def main() -> None:
         lambda: fit_padding_counted(tokenizer(train_texts, add_special_tokens=False)["input_ids"], train_domains, eos)
     )
 
-    def route_padded(n: int) -> list[str | None]:
-        rows = [ids + [eos] * (256 - len(ids)) for ids in cut_ids[n]]
+    def route_padded(key: str, n: int) -> list[str | None]:
+        rows = [ids + [eos] * (256 - len(ids)) for ids in cut_ids[key][n]]
         return padded.route(torch.tensor(rows)).expert_names
 
     record("IR3DE majority_vote, padding counted (reference code)", padded_fit_s, route_padded, float("nan"))
@@ -145,25 +173,30 @@ def main() -> None:
     encode_s, _ = timed(lambda: encoder.encode(index_texts, desc="MiniLM train split"))
     knn_s, knn = timed(lambda: KNNRouter(encoder, DOMAINS).fit(index_texts, index_domains))
     clf_s, clf = timed(lambda: ClassifierRouter(encoder, DOMAINS).fit(index_texts, index_domains))
-    encode_test_s, _ = timed(lambda: encoder.encode(prompts[64], desc="MiniLM prompts"))
+    encode_test_s, _ = timed(lambda: encoder.encode(prompts["in_distribution"][64], desc="MiniLM prompts"))
+    for key in sets:  # every prompt encoded once; both baselines read the memo
+        for n in args.lengths:
+            encoder.encode(prompts[key][n], desc=f"MiniLM {key} {n}")
     for name, router, fit in (("kNN MiniLM (k=5)", knn, knn_s), ("MoDEM-style MiniLM + linear head", clf, clf_s)):
-        route_s, _ = timed(lambda r=router: r.route(prompts[64]))
+        route_s, _ = timed(lambda r=router: r.route(prompts["in_distribution"][64]))
         per_1k = 1000 * (encode_test_s + route_s) * 1000 / len(test_texts)
-        record(name, encode_s + fit, lambda n, r=router: r.route(prompts[n]).expert_names, per_1k)
+        record(name, encode_s + fit, lambda key, n, r=router: r.route(prompts[key][n]).expert_names, per_1k)
     random_router = RandomRouter(DOMAINS, seed=0)
-    record("random", 0.0, lambda n: random_router.route(prompts[n]).expert_names, float("nan"))
-    record("oracle", 0.0, lambda n: list(test_domains), float("nan"))
+    record("random", 0.0, lambda key, n: random_router.route(prompts[key][n]).expert_names, float("nan"))
+    record("oracle", 0.0, lambda key, n: list(sets[key][1]), float("nan"))
+
+    calibration = calibrate_default(ir3de, data["validation"], oos["validation"], cut_ids, sets, args)
 
     # Routed perplexity with the demo experts on a subset.
     ppl_texts, ppl_domains = per_domain(data["test"], args.ppl_per_domain)
     ppl_prompts = [tokenizer.decode(ids[:64]) for ids in tokenizer(ppl_texts, add_special_tokens=False)["input_ids"]]
     ppl_ids = [ids[:64] for ids in tokenizer(ppl_texts, add_special_tokens=False)["input_ids"]]
-    ir3de.config.aggregation = "weighted_mean"
+    default_name = f"IR3DE {default_aggregation}"
     assignments = {
         "oracle": OracleRouter(DOMAINS, dict(zip(ppl_prompts, ppl_domains, strict=True)))
         .route(ppl_prompts)
         .expert_names,
-        "IR3DE weighted_mean": ir3de.route(ppl_ids).expert_names,
+        default_name: ir3de.route(ppl_ids).expert_names,
         "kNN MiniLM (k=5)": knn.route(ppl_prompts).expert_names,
         "MoDEM-style MiniLM + linear head": clf.route(ppl_prompts).expert_names,
         "random": RandomRouter(DOMAINS, seed=1).route(ppl_prompts).expert_names,
@@ -188,18 +221,21 @@ def main() -> None:
             "routing_accuracy": routing_report(ppl_domains, chosen, labels=DOMAINS).accuracy,
         }
 
-    default = routing_report(test_domains, ir3de.route(cut_ids[64]).expert_names, labels=DOMAINS)
+    default = routing_report(test_domains, ir3de.route(cut_ids["in_distribution"][64]).expert_names, labels=DOMAINS)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(
-        default, args.out_dir / "confusion_ir3de_64.png", title="IR3DE (weighted_mean), 64-token prompts"
+        default, args.out_dir / "confusion_ir3de_64.png", title=f"IR3DE ({default_aggregation}), 64-token prompts"
     )
+    calibration["report"].plot(args.out_dir / "calibration_ir3de.png")
     summary = {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-        "test_prompts": len(test_texts),
+        "test_prompts": {key: len(texts) for key, (texts, _) in sets.items()},
         "baseline_index": {"per_domain": args.index_per_domain, "tokens": args.index_tokens},
+        "default_aggregation": default_aggregation,
         "routers": results,
+        "calibration": {**calibration, "report": calibration["report"].to_dict()},
         "perplexity": {"texts": len(ppl_texts), "route_tokens": 64, "scored_tokens": 256, "routers": perplexity},
-        "confusion_ir3de_weighted_mean_64": default.to_dict(),
+        "confusion_ir3de_default_64": default.to_dict(),
     }
     (args.out_dir / "quality.json").write_text(json.dumps(summary, indent=2) + "\n")
     markdown = render_markdown(summary, args.lengths, default.confusion_markdown())
@@ -207,15 +243,69 @@ def main() -> None:
     print(markdown)
 
 
+def calibrate_default(
+    router: IR3DERouterModel,
+    validation: Any,
+    oos_validation: Any,
+    cut_ids: dict[str, dict[int, list[list[int]]]],
+    sets: dict[str, tuple[list[str], list[str]]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Calibrates the default router on both validation sets, then measures its threshold on the test sets and on
+    the unknown-domain prompts."""
+    texts = [*validation["text"], *oos_validation["text"]]
+    labels = [*validation["domain"], *oos_validation["domain"]]
+    report = router.calibrate(texts, labels, target_accuracy=TARGET_ACCURACY, prompt_tokens=args.lengths)
+    measured: dict[str, Any] = {}
+    for key, (_, domains) in sets.items():
+        measured[key] = {}
+        for n in args.lengths:
+            output = router.route(cut_ids[key][n], token_details=False)
+            targets = torch.tensor([DOMAINS.index(d) for d in domains])
+            right = output.expert_ids == targets
+            confident = output.confident
+            top = output.probabilities.max(dim=1).values
+            measured[key][str(n)] = {
+                "coverage": float(confident.float().mean()),
+                "routed_accuracy": float(right[confident].float().mean()),
+                "accuracy": float(right.float().mean()),
+                "ece": expected_calibration_error(top, right),
+            }
+    unknown = load_unknown()
+    unknown_ids = router.tokenizer(list(unknown["text"]), add_special_tokens=False)["input_ids"]
+    fallback = {}
+    for n in args.lengths:
+        output = router.route([row[:n] for row in unknown_ids], token_details=False)
+        fallback[str(n)] = float((~output.confident).float().mean())
+    kinds = sorted(set(unknown["kind"]))
+    return {
+        "target_accuracy": TARGET_ACCURACY,
+        "calibration_prompts": len(texts) * len(args.lengths),
+        "report": report,
+        "test": measured,
+        "unknown_domain": {"prompts": len(unknown), "kinds": kinds, "fallback_rate": fallback},
+    }
+
+
 def render_markdown(summary: dict[str, Any], lengths: list[int], confusion: str) -> str:
-    header = " | ".join(f"acc@{n}" for n in lengths) + " | " + " | ".join(f"norm. acc@{n}" for n in lengths)
-    lines = [f"| router | fit (s) | route ms / 1k prompts | {header} |", "|---" * (3 + 2 * len(lengths)) + "|"]
+    sizes = summary["test_prompts"]
+    header = " | ".join(f"in-dist. @{n}" for n in lengths) + " | " + " | ".join(f"out-of-source @{n}" for n in lengths)
+    header += " | " + " | ".join(f"OOS norm. @{n}" for n in lengths)
+    lines = [
+        f"Accuracy (%) on the ir3de-multidomain test split ({sizes['in_distribution']} prompts) and on its "
+        f"out-of-source test half ({sizes['out_of_source']} prompts; OOS norm. = mean recall over the domains).",
+        "",
+        f"| router | fit (s) | route ms / 1k prompts | {header} |",
+        "|---" * (3 + 3 * len(lengths)) + "|",
+    ]
     for name, entry in summary["routers"].items():
-        accs = " | ".join(f"{100 * entry['lengths'][str(n)]['accuracy']:.1f}" for n in lengths)
-        norms = " | ".join(f"{100 * entry['lengths'][str(n)]['normalized_accuracy']:.1f}" for n in lengths)
+        accs = " | ".join(f"{100 * entry['in_distribution'][str(n)]['accuracy']:.1f}" for n in lengths)
+        oos = " | ".join(f"{100 * entry['out_of_source'][str(n)]['accuracy']:.1f}" for n in lengths)
+        norms = " | ".join(f"{100 * entry['out_of_source'][str(n)]['normalized_accuracy']:.1f}" for n in lengths)
         per_1k = entry["route_ms_per_1k_prompts_64"]
         route = "" if per_1k != per_1k else f"{per_1k:,.1f}"
-        lines.append(f"| {name} | {entry['fit_s']:.1f} | {route} | {accs} | {norms} |")
+        lines.append(f"| {name} | {entry['fit_s']:.1f} | {route} | {accs} | {oos} | {norms} |")
+    lines += ["", *render_calibration(summary["calibration"], lengths, summary["default_aggregation"])]
     ppl = summary["perplexity"]
     lines += ["", f"Routed perplexity ({ppl['texts']} test texts, expert chosen from 64 tokens, scored on 256):", ""]
     lines += ["| router | routing acc. | normalised performance | " + " | ".join(DOMAINS) + " |"]
@@ -225,8 +315,37 @@ def render_markdown(summary: dict[str, Any], lengths: list[int], confusion: str)
         lines.append(
             f"| {name} | {100 * entry['routing_accuracy']:.1f}% | {entry['normalized_performance']:.2f}% | {cells} |"
         )
-    lines += ["", "IR3DE (weighted_mean) confusion matrix at 64 tokens:", "", confusion, ""]
+    aggregation = summary["default_aggregation"]
+    lines += ["", f"IR3DE ({aggregation}) confusion matrix at 64 tokens:", "", confusion, ""]
     return "\n".join(lines)
+
+
+def render_calibration(calibration: dict[str, Any], lengths: list[int], aggregation: str) -> list[str]:
+    report = calibration["report"]
+    lines = [
+        f"Calibration of IR3DE ({aggregation}) on both validation sets ({calibration['calibration_prompts']} prompts "
+        f"at {'/'.join(map(str, lengths))} tokens), target accuracy {100 * calibration['target_accuracy']:.0f}%: "
+        f"temperature {report['temperature']:.4g}, `min_confidence` {report['min_confidence']:.4f}, ECE "
+        f"{100 * report['ece']:.2f}% (uncalibrated {100 * report['ece_uncalibrated']:.2f}%). At that threshold, on "
+        "the test sets:",
+        "",
+        "| test set | tokens | coverage | accuracy of routed | accuracy of all | ECE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, per_length in calibration["test"].items():
+        for n in lengths:
+            m = per_length[str(n)]
+            lines.append(
+                f"| {key.replace('_', '-')} | {n} | {100 * m['coverage']:.1f}% | {100 * m['routed_accuracy']:.1f}% | "
+                f"{100 * m['accuracy']:.1f}% | {100 * m['ece']:.2f}% |"
+            )
+    unknown = calibration["unknown_domain"]
+    rates = ", ".join(f"{100 * unknown['fallback_rate'][str(n)]:.0f}% at {n} tokens" for n in lengths)
+    lines += [
+        "",
+        f"Unknown-domain prompts ({unknown['prompts']}: {', '.join(unknown['kinds'])}) sent to the fallback: {rates}.",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -56,10 +56,10 @@ MAX_NEW_TOKENS = 256
 MAX_TEMPERATURE = 2.0
 MAX_EXPERTS = 24  # each expert keeps a V-long histogram and a (d+1)^2 moment matrix in memory
 MAX_CHAT_MESSAGES = 16  # earlier turns of a chat are not shown to the expert
-# A decision whose margin (best minus second-best score) is at least this is "confident", below it "unsure", unless
-# the router's config has a `min_margin`. On the ir3de-multidomain validation split with the demo router
-# (weighted_mean), decisions with a margin >= 0.03 are 97.6% right at 16 tokens (89% of the prompts) and 99.1% at 64
-# tokens (96%); those below it are 66% and 76% right.
+# A router with a calibrated threshold (`config.min_confidence`, set by `router.calibrate`; the demo router has one)
+# is judged by its calibrated top probability. Without one, a decision whose margin (best minus second-best score) is
+# at least this is "confident", below it "unsure", unless the router's config has a `min_margin`. (With the ridge head
+# alone, on the ir3de-multidomain validation split, margins >= 0.03 were 97.6% right at 16 tokens and 99.1% at 64.)
 DEFAULT_MIN_MARGIN = 0.03
 HUB = "https://huggingface.co"
 TEXT_SOURCE = "text (added here)"
@@ -73,11 +73,14 @@ def route(holder: RouterHolder, prompt: object = None) -> dict[str, Any]:
     """The routing decision for one prompt, as JSON.
 
     ``{"expert": str | None, "margin": float | None, "confidence": str | None, "min_margin": float,
-    "no_evidence": bool, "can_generate": bool, "aggregation": str, "scores": {expert: float},
-    "tokens": [{"text": str, "vote": str | None}]}``: ``tokens`` are the prompt's tokens in order (their texts
-    concatenate to the prompt, gaps included with vote None); ``vote`` is the expert the token's own score prefers,
-    None for special tokens. ``margin`` is None with a single expert. ``confidence`` is ``"confident"`` when
-    ``margin >= min_margin`` (see `min_margin`), ``"unsure"`` below it, and None without a decision or a margin.
+    "probability": float | None, "min_confidence": float | None, "no_evidence": bool, "can_generate": bool,
+    "aggregation": str, "scores": {expert: float}, "tokens": [{"text": str, "vote": str | None}]}``: ``tokens`` are
+    the prompt's tokens in order (their texts concatenate to the prompt, gaps included with vote None); ``vote`` is
+    the expert the token's own score prefers, None for special tokens. ``margin`` is None with a single expert.
+    ``probability`` is the chosen expert's (calibrated, once `router.calibrate` ran) probability. With a calibrated
+    threshold (``min_confidence``, from the router's config) ``confidence`` is ``"confident"`` when the router's
+    output says so (``probability >= min_confidence``); without one, when ``margin >= min_margin`` (see
+    `min_margin`); ``"unsure"`` otherwise, and None without a decision or a margin.
     """
     return _route(holder.current, _checked_prompt(prompt))
 
@@ -92,11 +95,19 @@ def _route(router: IR3DERouterModel, prompt: str) -> dict[str, Any]:
     expert = None if output.expert_names is None else output.expert_names[0]
     margin = float(output.margins[0])
     threshold = min_margin(router)
+    calibrated = router.config.min_confidence
+    assert output.probabilities is not None and output.confident is not None
+    if calibrated is not None and expert is not None:
+        judged: str | None = "confident" if bool(output.confident[0]) else "unsure"
+    else:
+        judged = confidence(margin if expert is not None else None, threshold)
     return {
         "expert": expert,
         "margin": margin if math.isfinite(margin) else None,
-        "confidence": confidence(margin if expert is not None else None, threshold),
+        "confidence": judged,
         "min_margin": threshold,
+        "probability": float(output.probabilities[0].max()) if expert is not None else None,
+        "min_confidence": calibrated,
         "no_evidence": bool(output.no_evidence is not None and output.no_evidence[0]),
         "can_generate": expert is not None and _has_model(router, expert),
         "aggregation": router.config.aggregation,
@@ -172,11 +183,17 @@ def chat(
 
 
 def routing_line(decision: dict[str, Any]) -> str:
-    """The chat's first line of an answer: ``"Routed to **legal** · margin 0.164 · confident (≥ 0.03)"``."""
+    """The chat's first line of an answer: ``"Routed to **legal** · margin 0.164 · confident (≥ 0.03)"``, or with a
+    calibrated router ``"Routed to **legal** · probability 0.997 · confident (≥ 0.96)"``."""
     margin = decision["margin"]
     if margin is None:
         return f"{ROUTING_MARK}{decision['expert']}** · the only expert"
     sign = "≥" if decision["confidence"] == "confident" else "<"
+    if decision.get("min_confidence") is not None:
+        return (
+            f"{ROUTING_MARK}{decision['expert']}** · probability {decision['probability']:.3f} · "
+            f"{decision['confidence']} ({sign} {decision['min_confidence']:.3g})"
+        )
     return (
         f"{ROUTING_MARK}{decision['expert']}** · margin {margin:.3f} · {decision['confidence']} "
         f"({sign} {decision['min_margin']:g})"

@@ -118,6 +118,18 @@ def expert_dirs(_tiny_llama, _word_tokenizer, expert_dir, tmp_path_factory) -> d
     }
 
 
+@pytest.fixture(scope="session")
+def expert_sources(expert_dirs) -> dict[str, dict[str, str]]:
+    """``add_expert`` keywords for the three test experts: 'code' a full model (the re-seeded twin), 'legal' and
+    'docs' LoRA adapters of one base."""
+    base = str(expert_dirs["base"])
+    return {
+        "code": {"source": str(expert_dirs["twin"])},
+        "legal": {"source": str(expert_dirs["lora1"]), "base_model": base},
+        "docs": {"source": str(expert_dirs["lora2"]), "base_model": base},
+    }
+
+
 @pytest.fixture
 def text_router(tiny_llama: LlamaForCausalLM, word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
     """A router over the tiny Llama's embeddings with the word tokenizer, and no experts yet."""

@@ -152,11 +152,12 @@ def test_a_submitted_prompt_shows_scores_and_token_votes(space_url, browser, tmp
     assert "⏎" in "".join(chips)
     wait.until(lambda page: page.find_element(By.CSS_SELECTOR, answer).get_attribute("value").strip())
 
-    # The chat names the expert each message went to, with its margin.
+    # The chat names the expert each message went to, with its calibrated probability.
     _open_tab(browser, "Chat")
     message = wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#chat-input textarea"))
     message.send_keys(app.EXAMPLES["legal"] + "\n")
-    wait.until(lambda page: "Routed to legal · margin 0.164 · confident" in page.find_element(By.ID, "chatbot").text)
+    wait.until(lambda page: "Routed to legal · probability " in page.find_element(By.ID, "chatbot").text)
+    assert "· confident (≥ 0." in browser.find_element(By.ID, "chatbot").text
     browser.save_screenshot(str(tmp_path / "chat.png"))
 
     # The evaluation's confusion matrix is shown under its own label.

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "ir3de_hf.aggregation",
+    "ir3de_hf.calibration",
     "ir3de_hf.configuration_ir3de",
     "ir3de_hf.evaluation",
     "ir3de_hf.experts",

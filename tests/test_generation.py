@@ -17,16 +17,10 @@ PROMPTS = {
 
 
 @pytest.fixture
-def routed(onehot_router, domain_texts, expert_dirs):
+def routed(onehot_router, domain_texts, expert_sources):
     """Three experts: a full model ('code', the re-seeded twin) and two LoRA adapters of one base ('legal', 'docs')."""
-    base = str(expert_dirs["base"])
-    sources = {
-        "code": {"source": str(expert_dirs["twin"])},
-        "legal": {"source": str(expert_dirs["lora1"]), "base_model": base},
-        "docs": {"source": str(expert_dirs["lora2"]), "base_model": base},
-    }
     for name, texts in domain_texts.items():
-        onehot_router.add_expert(name, texts=texts, **sources[name])
+        onehot_router.add_expert(name, texts=texts, **expert_sources[name])
     return onehot_router
 
 

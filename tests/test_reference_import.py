@@ -1,117 +1,235 @@
-"""Import of the reference implementation's .pth statistics into a router of moment-based experts."""
+"""Import of IR3DE-AXL statistics files (``src/extract_ir3de_stats.py`` of gensyn-ai/IR3DE-AXL) into a router.
+
+The files are made by `axl_statistics` below, an independent generator that does what the AXL extractor does
+(EOS-padded batches, per-token float32 features ``[E[t], 1]``, ``A = Σ x xᵀ`` and ``b = Σ x`` summed batch by batch,
+saved as lists), never by our exporter.
+"""
 
 from __future__ import annotations
 
 import fractions
+import json
+import random
 
 import pytest
 import torch
+from huggingface_hub import HfApi
 from safetensors.torch import load_file
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.reference_import import import_reference_router, load_reference_statistics
-from ir3de_hf.statistics import ridge_solve
+
+LAMBDA = 1e-2
+
+
+def axl_statistics(embedding: torch.Tensor, batches: list[list[list[int]]], eos_id: int) -> tuple[list, list]:
+    """Per batch: pad with EOS to the longest row (the attention mask is not used), embed in float32, append the
+    bias feature and add ``XᵀX`` and ``ΣX`` into float32 accumulators, exactly as the AXL extractor does."""
+    width = embedding.shape[1] + 1
+    a, b = torch.zeros(width, width, dtype=torch.float32), torch.zeros(width, dtype=torch.float32)
+    for batch in batches:
+        length = max(len(row) for row in batch)
+        ids = torch.tensor([row + [eos_id] * (length - len(row)) for row in batch])
+        x = embedding.float()[ids].reshape(-1, width - 1)
+        x = torch.cat((x, torch.ones(x.shape[0], 1, dtype=torch.float32)), dim=1)
+        a += x.T @ x
+        b += x.sum(dim=0)
+    return a, b
+
+
+def save_axl(path, entries: list[tuple[str, str, torch.Tensor, torch.Tensor]], embedder: str) -> None:
+    """One AXL file: ``entries`` are (tag, dataset, A, b), saved as the extractor saves them (lists)."""
+    torch.save(
+        {
+            "A": [a for _, _, a, _ in entries],
+            "b": [b for _, _, _, b in entries],
+            "domain_tags": [tag for tag, _, _, _ in entries],
+            "datasets_names": [dataset for _, dataset, _, _ in entries],
+            "tokenizer": embedder,
+            "embedder": embedder,
+        },
+        path,
+    )
+
+
+def batches_of(tokenizer, texts: list[str], batch_size: int = 4) -> list[list[list[int]]]:
+    rows = [row for row in tokenizer(texts, add_special_tokens=False)["input_ids"] if row]
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
 @pytest.fixture
-def fitted(text_router, domain_texts) -> IR3DERouterModel:
-    for name, texts in domain_texts.items():
-        text_router.add_expert(name, texts=texts)
-    return text_router
+def axl_dir(tmp_path, _tiny_llama, word_tokenizer, domain_texts, expert_dir):
+    """Three AXL files as AXL would publish them: ``coding`` counted on two datasets (two files), ``legal`` and
+    ``docs`` in a third file with two entries."""
+    embedding = _tiny_llama.get_input_embeddings().weight.detach()
+    eos = word_tokenizer.pad_token_id  # the extractor pads with EOS: pad = eos
+
+    def stats(texts):
+        return axl_statistics(embedding, batches_of(word_tokenizer, texts), eos)
+
+    code = domain_texts["code"]
+    half = len(code) // 2
+    save_axl(tmp_path / "tiny_code_a.pth", [("coding", "stdlib/a", *stats(code[:half]))], str(expert_dir))
+    save_axl(tmp_path / "tiny_code_b.pth", [("coding", "stdlib/b", *stats(code[half:]))], str(expert_dir))
+    entries = [("legal", "licenses", *stats(domain_texts["legal"])), ("docs", "docs", *stats(domain_texts["docs"]))]
+    save_axl(tmp_path / "tiny_legal_docs.pth", entries, str(expert_dir))
+    return tmp_path
 
 
-def reference_file(router: IR3DERouterModel, path, expert_dir, per_domain: bool = False):
-    """What the reference's generate_router accumulates (float32 A and b = [b_1 .. b_N]), saved as it would be."""
-    per_expert = [router.store.moments(name) for name in router.expert_names]
-    a = torch.stack([a_n for a_n, _ in per_expert])
-    content = {
-        "A": (a if per_domain else a.sum(dim=0)).float(),
-        "b": torch.stack([b_n for _, b_n in per_expert], dim=1).float(),
-        "domain_tags": router.expert_names,
-        "tokenizer": str(expert_dir),
-        "embedder": str(expert_dir),
-    }
-    torch.save(content, path)
-    return content
+def peer_head(paths) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """What an AXL peer computes from the files (A summed over every entry, b summed per tag in first-seen order),
+    solved exactly in float64 and column-normalised."""
+    a_total, b_per_tag = None, {}
+    for path in paths:
+        content = torch.load(path, weights_only=True)
+        for tag, a, b in zip(content["domain_tags"], content["A"], content["b"], strict=True):
+            a_total = a.double() if a_total is None else a_total + a.double()
+            b_per_tag[tag] = b_per_tag[tag] + b.double() if tag in b_per_tag else b.double()
+    b_matrix = torch.stack(list(b_per_tag.values()), dim=1)
+    solution = torch.linalg.solve(a_total + LAMBDA * torch.eye(a_total.shape[0], dtype=torch.float64), b_matrix)
+    weight, bias = solution[:-1], solution[-1]
+    norm = weight.norm(dim=0)
+    return list(b_per_tag), weight / norm, bias / norm
 
 
-@pytest.mark.parametrize("per_domain", [False, True])
-def test_imported_router_routes_like_the_reference_head(fitted, domain_texts, expert_dir, tmp_path, per_domain):
-    content = reference_file(fitted, tmp_path / "router.pth", expert_dir, per_domain)
-    imported = import_reference_router(tmp_path / "router.pth")
-
-    assert imported.expert_names == ["code", "legal", "docs"]
-    assert [spec.statistics for spec in imported.config.expert_specs] == ["moments"] * 3
-    assert int(imported.expert_counts.abs().sum()) == 0
-    a = content["A"].double().sum(dim=0) if per_domain else content["A"].double()
-    weight, bias = ridge_solve(a, content["b"].double(), imported.config.ridge_lambda)
-    got_weight, got_bias = imported.ridge_solution(normalize=False)
-    torch.testing.assert_close(got_weight, weight, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(got_bias, bias, rtol=1e-9, atol=1e-12)
-    prompts = [text for texts in domain_texts.values() for text in texts[:6]]
-    assert imported.route(prompts).expert_names == fitted.route(prompts).expert_names
-    token_scores = imported.route(prompts[:1]).token_scores
-    assert token_scores.shape[-1] == 3 and torch.isfinite(token_scores).all()
+def windows(tokenizer, domain_texts, count: int, length: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    rows = [row for texts in domain_texts.values() for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    rows = [row for row in rows if len(row) > length]
+    picked = []
+    for _ in range(count):
+        row = rng.choice(rows)
+        start = rng.randrange(len(row) - length)
+        picked.append(row[start : start + length])
+    return picked
 
 
-def test_moment_experts_save_load_update_and_remove(fitted, domain_texts, expert_dir, tmp_path):
-    reference_file(fitted, tmp_path / "router.pth", expert_dir, per_domain=True)
-    imported = import_reference_router(tmp_path / "router.pth", aggregation="majority_vote")
-    imported.add_expert("extra", texts=domain_texts["code"][:5])
-    imported.save_pretrained(tmp_path / "saved")
+def test_axl_files_import_as_the_exact_float64_solve_with_identical_decisions(axl_dir, word_tokenizer, domain_texts):
+    paths = sorted(axl_dir.glob("*.pth"))
+    router = import_reference_router(paths, aggregation="majority_vote")
 
+    tags, weight, bias = peer_head(paths)
+    assert router.expert_names == tags == ["coding", "legal", "docs"]
+    assert [spec.statistics for spec in router.config.expert_specs] == ["moments"] * 3
+    assert all(spec.includes_padding for spec in router.config.expert_specs)
+    assert router.config.expert_specs[0].description == "IR3DE-AXL statistics of stdlib/a, stdlib/b"
+    got_weight, got_bias = router.ridge_solution(normalize=True)
+    torch.testing.assert_close(got_weight, weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got_bias, bias, rtol=0, atol=1e-6)
+
+    prompts = windows(word_tokenizer, domain_texts, 1000, 16)
+    embedding = router.embed_tokens.weight.double()
+    votes = (embedding[torch.tensor(prompts)] @ weight + bias).argmax(dim=-1)  # the peer's per-token argmax
+    expected = [int(torch.bincount(row, minlength=3).argmax()) for row in votes]  # mode; ties: lowest index
+    assert router.route(prompts).expert_ids.tolist() == expected
+    assert len(set(expected)) == 3
+
+
+def test_sources_are_files_globs_directories_or_a_hub_repository(axl_dir, hub, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    first = import_reference_router(axl_dir)
+    assert first.expert_names == ["coding", "legal", "docs"]
+    by_glob = import_reference_router(str(axl_dir / "tiny_code_*.pth"))
+    assert by_glob.expert_names == ["coding"]
+    assert torch.equal(by_glob.store.moments("coding")[0], first.store.moments("coding")[0])
+    assert import_reference_router(axl_dir, include="*legal*").expert_names == ["legal", "docs"]
+
+    HfApi().create_repo("paper/ir3de-stats")
+    HfApi().upload_folder(repo_id="paper/ir3de-stats", folder_path=axl_dir, allow_patterns=["*.pth"])
+    from_hub = import_reference_router("paper/ir3de-stats")
+    torch.testing.assert_close(from_hub.ridge_solution(), first.ridge_solution(), rtol=0, atol=0)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # the HF cache alone now
+    offline = import_reference_router("paper/ir3de-stats")
+    assert offline.expert_names == ["coding", "legal", "docs"]
+    with pytest.raises(ValueError, match="not in the HF cache"):
+        import_reference_router("paper/never-downloaded")
+
+
+def test_single_tensors_and_column_b_are_unwrapped(tmp_path, axl_dir, expert_dir):
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["A"], content["b"] = content["A"][0], content["b"][0][:, None]  # a tensor, not a list; b as (d+1, 1)
+    torch.save(content, tmp_path / "unwrapped.pth")
+    unwrapped = import_reference_router(tmp_path / "unwrapped.pth")
+    listed = import_reference_router(axl_dir / "tiny_code_a.pth")
+    assert torch.equal(unwrapped.store.moments("coding")[1], listed.store.moments("coding")[1])
+
+
+def test_imported_experts_keep_includes_padding_through_save_load_and_cards(axl_dir, domain_texts, tmp_path):
+    router = import_reference_router(axl_dir)
+    router.add_expert("extra", texts=domain_texts["code"][:5])
+    router.save_pretrained(tmp_path / "saved")
+
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert [entry.get("includes_padding") for entry in config["experts"]] == [True, True, True, None]
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert card.count("(moments, padding counted)") == 3 and "Experts marked *padding counted*" in card
     tensors = load_file(tmp_path / "saved" / "model.safetensors")
     assert tensors["imported_moments_a"].shape == (3, 33, 33) and tensors["imported_moments_a"].dtype == torch.float64
-    assert "moments" in (tmp_path / "saved" / "README.md").read_text()
-    loaded = IR3DERouterModel.from_pretrained(tmp_path / "saved", dtype=torch.bfloat16)
-    assert loaded.imported_moments_a.dtype == torch.float64
+
+    loaded = IR3DERouterModel.from_pretrained(tmp_path / "saved")
+    assert [spec.includes_padding for spec in loaded.config.expert_specs] == [True, True, True, None]
     prompts = [text for texts in domain_texts.values() for text in texts[:6]]
-    assert torch.equal(loaded.route(prompts).logits, imported.route(prompts).logits)
+    assert torch.equal(loaded.route(prompts).logits, router.route(prompts).logits)
 
-    loaded.update_expert("legal", texts=domain_texts["legal"])  # moments -> histogram
-    loaded.remove_expert("code")
-    imported_note = "imported from reference IR3DE statistics"
-    assert loaded.config.experts == [
-        {"name": "legal", "description": imported_note},
-        {"name": "docs", "description": imported_note, "statistics": "moments"},
-        {"name": "extra"},
-    ]
-    assert loaded.imported_moments_a.shape == (1, 33, 33)
-    assert torch.equal(loaded.expert_counts[0], fitted.expert_counts[1])
-    loaded.remove_expert("docs")
-    assert "imported_moments_a" not in dict(loaded.named_buffers())
-    loaded.save_pretrained(tmp_path / "plain")
-    assert set(load_file(tmp_path / "plain" / "model.safetensors")) == {"embed_tokens.weight", "expert_counts"}
+    statistics = loaded.expert_statistics("legal")
+    statistics.save(tmp_path / "legal-stats")
+    assert json.loads((tmp_path / "legal-stats" / "statistics.json").read_text())["includes_padding"] is True
+    assert "| padding counted | yes" in (tmp_path / "legal-stats" / "README.md").read_text()
+    loaded.remove_expert("legal")
+    loaded.add_expert_from_hub(tmp_path / "legal-stats")
+    assert loaded.config.expert_specs[-1].includes_padding is True
+
+    loaded.update_expert("coding", texts=domain_texts["code"])  # moments -> histogram: nothing padded any more
+    assert loaded.config.experts[0] == {"name": "coding", "description": "IR3DE-AXL statistics of stdlib/a, stdlib/b"}
 
 
-def test_pickled_objects_are_never_loaded(tmp_path, expert_dir):
+def test_pickled_objects_are_never_loaded(tmp_path):
     torch.save(
-        {"A": torch.eye(3), "b": torch.ones(3, 1), "domain_tags": ["x"], "path": fractions.Fraction(1, 3)},
+        {"A": [torch.eye(3)], "b": [torch.ones(3)], "domain_tags": ["x"], "path": fractions.Fraction(1, 3)},
         tmp_path / "evil.pth",
     )
-    with pytest.raises(ValueError, match="contain objects other than tensors, lists and strings"):
+    with pytest.raises(ValueError, match="never unpickled"):
         load_reference_statistics(tmp_path / "evil.pth")
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"A": torch.eye(3), "b": torch.ones(3, 1), "domain_tags": ["x"], "steps": 5}, "entry 'steps' is a int"),
-        ({"A": torch.eye(3), "b": torch.ones(3, 1)}, r"lack \['domain_tags'\]"),
-        ({"A": torch.eye(4), "b": torch.ones(3, 1), "domain_tags": ["x"]}, r"A must have shape \(3, 3\)"),
-        ({"A": torch.eye(3), "b": torch.ones(3, 2), "domain_tags": ["x"]}, r"b must have shape \(d\+1, 1\)"),
-        ({"A": torch.eye(3), "b": torch.ones(3, 1), "domain_tags": "x"}, "domain_tags must be a non-empty list"),
+        ({"A": [torch.eye(3)], "b": [torch.ones(3)]}, r"lack \['domain_tags'\]"),
+        ({"A": [torch.eye(4)], "b": [torch.ones(3)], "domain_tags": ["x"]}, r"A \(4, 4\) and b \(3,\)"),
+        ({"A": [torch.eye(3)], "b": [torch.ones(3)] * 2, "domain_tags": ["x"]}, "one entry per domain tag"),
+        ({"A": [torch.eye(3)], "b": [torch.ones(3)], "domain_tags": "x"}, "domain_tags must be a list of strings"),
+        ({"A": [torch.eye(3)], "b": [torch.zeros(3)], "domain_tags": ["x"]}, "no token"),
+        ({"A": [torch.eye(3)], "b": [torch.ones(3)], "domain_tags": ["x"], "embedder": 3}, "embedder must be"),
+        ([torch.eye(3)], "must hold a dict"),
     ],
 )
-def test_malformed_reference_files_are_clear_errors(tmp_path, content, message):
+def test_malformed_files_are_clear_errors(tmp_path, content, message):
     torch.save(content, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=message):
         load_reference_statistics(tmp_path / "bad.pth")
 
 
-def test_moments_of_another_encoder_width_leave_nothing_half_built(fitted, expert_dir, tmp_path):
-    content = reference_file(fitted, tmp_path / "router.pth", expert_dir)
-    content["A"], content["b"] = content["A"][1:, 1:], content["b"][1:]  # d = 31 instead of 32
+def test_missing_sources_and_mixed_embedders_are_refused(tmp_path, axl_dir):
+    with pytest.raises(ValueError, match="no such file or directory"):
+        load_reference_statistics(tmp_path / "nothing.pth")
+    with pytest.raises(ValueError, match="no file matches"):
+        load_reference_statistics(tmp_path / "empty-dir-glob-*.pth")
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["embedder"] = "meta-llama/Meta-Llama-3-8B"
+    torch.save(content, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="statistics of different embedders cannot be merged"):
+        load_reference_statistics([axl_dir / "tiny_code_b.pth", tmp_path / "other.pth"])
+
+
+def test_an_encoder_other_than_the_files_embedder_is_refused(axl_dir, expert_dirs, tmp_path):
+    with pytest.raises(ValueError, match="not 'org/other-model'"):
+        import_reference_router(axl_dir, encoder=expert_dirs["twin"], encoder_id="org/other-model")
+    with pytest.raises(ValueError, match=r"counted with the tokenizer .*, not 'org/other-tokenizer'"):
+        import_reference_router(axl_dir, tokenizer="org/other-tokenizer")
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["A"], content["b"] = [content["A"][0][1:, 1:]], [content["b"][0][1:]]  # d = 31 instead of 32
     torch.save(content, tmp_path / "narrow.pth")
-    with pytest.raises(ValueError, match=r"moments must have shapes \(33, 33\) and \(33,\)"):
+    with pytest.raises(ValueError, match=r"moments of width 32 \(d\+1\) but the encoder's embeddings have d = 32"):
         import_reference_router(tmp_path / "narrow.pth")

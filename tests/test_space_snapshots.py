@@ -401,6 +401,22 @@ def test_route_says_whether_the_router_is_confident(holder, domain_texts) -> Non
     assert "**unsure** (< 0.03" in app.margin_text({"margin": 0.01, "confidence": "unsure", "min_margin": 0.03})
 
 
+def test_a_calibrated_router_is_judged_by_its_calibrated_probability(holder, domain_texts) -> None:
+    router = clone_router(holder.current)  # the starting router is never modified
+    prompts = [text[:120] for name in ("code", "legal") for text in domain_texts[name][1::2]]
+    labels = [name for name in ("code", "legal") for _ in domain_texts[name][1::2]]
+    router.calibrate(prompts, labels, max_fallback_rate=0.2)
+    result = endpoints.route(SessionRouters(lambda: router).session("visitor"), domain_texts["code"][1][:300])
+    assert result["min_confidence"] == router.config.min_confidence
+    output = router.route([domain_texts["code"][1][:300]])
+    assert result["probability"] == pytest.approx(float(output.probabilities.max()))
+    assert result["confidence"] == ("confident" if bool(output.confident[0]) else "unsure")
+    line = endpoints.routing_line({**result, "expert": "code"})
+    assert line.startswith("Routed to **code** · probability ") and f"{router.config.min_confidence:.3g})" in line
+    shown = {"margin": 0.2, "confidence": "confident", "probability": 0.99, "min_confidence": 0.9, "min_margin": 0.03}
+    assert "probability 0.990: **confident** (≥ 0.9" in app.margin_text(shown)
+
+
 # --------------------------------------------------------------------------------------------- sources and links
 
 

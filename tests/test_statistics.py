@@ -13,6 +13,7 @@ from ir3de_hf.statistics import (
     augmented_moments,
     explicit_moments,
     merge_histograms,
+    naive_bayes_scores,
     normalize_columns,
     token_entropy,
     token_histogram,
@@ -118,7 +119,10 @@ def test_lookup_table_decisions_equal_embedding_matmul(zipf_ids, aggregation):
     routed = router.route(prompts, prompt_mask)
 
     weight, bias = router.ridge_solution(normalize=True)
-    reference_scores = embedding.to(torch.float64)[prompts] @ weight + bias
+    counts = router.store.counts_matrix()
+    counts[:, PAD] = 0
+    naive_bayes = router.config.naive_bayes_weight * naive_bayes_scores(counts, router.config.naive_bayes_alpha)
+    reference_scores = embedding.to(torch.float64)[prompts] @ weight + bias + naive_bayes[prompts]
     usable = prompt_mask.bool() & (prompts != PAD)
     reference = aggregate(reference_scores, usable, aggregation, top_k=5)
     assert len(prompts) >= 1000

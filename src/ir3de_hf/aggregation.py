@@ -24,7 +24,7 @@ import torch
 
 from .statistics import token_entropy
 
-__all__ = ["AGGREGATIONS", "Aggregate", "aggregate", "margins"]
+__all__ = ["AGGREGATIONS", "Aggregate", "aggregate", "margins", "probabilities"]
 
 AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean", "weighted_mean")
 
@@ -98,3 +98,18 @@ def margins(logits: torch.Tensor, no_evidence: torch.Tensor | None = None) -> to
         top = logits.topk(2, dim=1).values
         result = top[:, 0] - top[:, 1]
     return result if no_evidence is None else result.masked_fill(no_evidence, 0.0)
+
+
+def probabilities(
+    logits: torch.Tensor, temperature: float = 1.0, no_evidence: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``softmax(logits / temperature)`` per prompt (B x N, rows sum to 1); uniform for the prompts flagged in
+    ``no_evidence`` (nothing was decided, so no expert is more likely than another).
+
+    With the temperature fitted by `ir3de_hf.calibration`, the top probability estimates how often such a decision is
+    right; with 1.0 (an uncalibrated router) it is only a monotone rescaling of the scores.
+    """
+    result = torch.softmax(logits.to(torch.float32) / temperature, dim=1)
+    if no_evidence is not None and logits.shape[1]:
+        result = torch.where(no_evidence[:, None], torch.full_like(result, 1 / logits.shape[1]), result)
+    return result

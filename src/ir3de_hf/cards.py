@@ -16,12 +16,14 @@ from ._hub_files import hub_id
 from ._templates import template_path
 
 if TYPE_CHECKING:
+    from .calibration import CalibrationReport
     from .configuration_ir3de import IR3DEConfig
     from .evaluation import RoutingReport
     from .shared_statistics import ExpertStatistics
 
-__all__ = ["CONFUSION_IMAGE", "CardInfo", "IR3DEModelCardData", "router_card", "statistics_card"]
+__all__ = ["CALIBRATION_IMAGE", "CONFUSION_IMAGE", "CardInfo", "IR3DEModelCardData", "router_card", "statistics_card"]
 
+CALIBRATION_IMAGE = "calibration.png"
 CONFUSION_IMAGE = "confusion_matrix.png"
 _TAGS = ["ir3de", "router", "mixture-of-experts", "domain-routing"]
 
@@ -49,6 +51,10 @@ class CardInfo:
         evaluation_dataset, evaluation_split: what ``evaluation`` was measured on (a Hub dataset id is linked).
         datasets: Hub ids of the datasets the experts' statistics were counted on.
         license, tags: card metadata (the ir3de tags are always added).
+        sections: markdown placed before the usage snippet (a recipe's own results and command).
+        calibration: the [`~ir3de_hf.calibration.CalibrationReport`] of `router.calibrate`; adds its coverage/accuracy
+            curve and the reliability diagram (``calibration.png``). The fitted temperature and threshold are shown
+            from the config in any case.
     """
 
     repo_id: str | None = None
@@ -58,6 +64,8 @@ class CardInfo:
     datasets: list[str] | None = None
     license: str = "apache-2.0"
     tags: list[str] | None = None
+    sections: str | None = None
+    calibration: CalibrationReport | None = None
 
 
 def router_card(
@@ -66,6 +74,7 @@ def router_card(
     info: CardInfo | None = None,
     *,
     confusion_image: str | None = None,
+    calibration_image: str | None = None,
     by_reference: bool = False,
 ) -> ModelCard:
     """The ``README.md`` of a saved or pushed router: YAML metadata (library, pipeline, tags, the encoder as
@@ -77,6 +86,7 @@ def router_card(
         token_counts: tokens counted per expert, in registry order.
         info: what the card says beyond the router.
         confusion_image: file name of the confusion-matrix PNG saved beside the card.
+        calibration_image: file name of the reliability-diagram PNG saved beside the card.
         by_reference: the router is saved without its embedding table.
     """
     info = info or CardInfo()
@@ -122,7 +132,8 @@ def router_card(
             "kind": ("adapter of " + (_link(spec.base_model) if spec.base_model else "?"))
             if spec.kind == "adapter"
             else "model",
-            "tokens": f"{tokens:,}" + (" (moments)" if spec.statistics == "moments" else ""),
+            "tokens": f"{tokens:,}"
+            + (" (moments, padding counted)" if spec.includes_padding else " (moments)" if spec.statistics else ""),
             "description": (spec.description or "").replace("|", "\\|").replace("\n", " "),
         }
         for spec, tokens in zip(specs, token_counts, strict=True)
@@ -136,6 +147,7 @@ def router_card(
         num_experts=len(experts),
         experts=experts,
         imported=any(spec.statistics == "moments" for spec in specs),
+        padding_counted=any(spec.includes_padding for spec in specs),
         encoder=config.encoder,
         encoder_revision=config.encoder_revision,
         encoder_line=_encoder_line(config.encoder, config.encoder_revision, config.vocab_size, config.hidden_size),
@@ -146,6 +158,8 @@ def router_card(
         total_tokens=f"{total:,}",
         by_reference=by_reference,
         evaluation=_evaluation(evaluation, evaluation_dataset, evaluation_split, confusion_image),
+        sections=info.sections,
+        calibration=_calibration(config, info.calibration, calibration_image),
     )
 
 
@@ -172,8 +186,21 @@ def statistics_card(
         tokenizer_fingerprint=statistics.tokenizer_fingerprint,
         encoder=_link(statistics.encoder) if statistics.encoder else "—",
         encoder_fingerprint=statistics.encoder_fingerprint,
+        includes_padding=statistics.includes_padding,
         description=statistics.description,
     )
+
+
+def _calibration(config: IR3DEConfig, report: CalibrationReport | None, image: str | None) -> dict[str, Any] | None:
+    temperature = config.calibration_temperatures.get(config.aggregation)
+    if temperature is None and config.min_confidence is None:
+        return None
+    return {
+        "temperature": "none (uncalibrated)" if temperature is None else f"{temperature:.4g}",
+        "min_confidence": "none" if config.min_confidence is None else f"{config.min_confidence:.4f}",
+        "report": report.markdown() if report is not None else None,
+        "image": image,
+    }
 
 
 def _link(value: str) -> str:

@@ -338,24 +338,28 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
 
 
+def _labelled_texts(data: str | None, split: str, purpose: str) -> tuple[list[str], list[str]]:
+    """Texts and domains of a .parquet/.jsonl file, or of the ir3de-multidomain ``split`` without ``data``."""
+    if data:
+        from datasets import load_dataset
+
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(data).suffix)
+        if kind is None:
+            raise ValueError(f"{data}: expected a .parquet or .jsonl file with text and domain columns")
+        rows = load_dataset(kind, data_files=data, split="train")
+        if "domain" not in rows.column_names or "text" not in rows.column_names:
+            raise ValueError(f"{data} has no 'domain' column to {purpose} against")
+        return list(rows["text"]), list(rows["domain"])
+    from .data import load_benchmark
+
+    rows = load_benchmark()[split]
+    return list(rows["text"]), list(rows["domain"])
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_routing, plot_confusion_matrix
 
-    if args.data:
-        from datasets import load_dataset
-
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(args.data).suffix)
-        if kind is None:
-            raise ValueError(f"{args.data}: expected a .parquet or .jsonl file with text and domain columns")
-        rows = load_dataset(kind, data_files=args.data, split="train")
-        if "domain" not in rows.column_names or "text" not in rows.column_names:
-            raise ValueError(f"{args.data} has no 'domain' column to evaluate against")
-        texts, domains = list(rows["text"]), list(rows["domain"])
-    else:
-        from .data import load_benchmark
-
-        test = load_benchmark()["test"]
-        texts, domains = list(test["text"]), list(test["domain"])
+    texts, domains = _labelled_texts(args.data, "test", "evaluate")
     reports = evaluate_routing(_load_router(args.router), texts, domains, args.tokens)
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
@@ -370,6 +374,74 @@ def _eval(args: argparse.Namespace) -> int:
         accuracy, normalized = report.accuracy, report.normalized_accuracy
         print(f"{n}-token prompts: accuracy {accuracy:.1%}, normalised accuracy {normalized:.1%}")
     print(reports[max(reports)].confusion_markdown())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- calibrate
+
+
+def _share(value: str, *, one: bool) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not (0 < share <= 1 if one else 0 < share < 1):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, {'1]' if one else '1)'}, got {value!r}")
+    return share
+
+
+def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id) whose expert names are the labels")
+    parser.add_argument(
+        "--data",
+        help="held-out .parquet/.jsonl file with text and domain columns (default: the ir3de-multidomain validation "
+        "rows of the router's experts); never the data you evaluate on",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--target-accuracy",
+        type=lambda value: _share(value, one=True),
+        help="accuracy the routed prompts must reach, e.g. 0.99",
+    )
+    target.add_argument(
+        "--max-fallback-rate",
+        type=lambda value: _share(value, one=False),
+        help="largest share of prompts sent to the fallback, e.g. 0.05",
+    )
+    parser.add_argument(
+        "--tokens", type=_positive_int, nargs="+", default=[16, 64, 256], help="prompt lengths to calibrate for"
+    )
+    parser.add_argument(
+        "--output", type=Path, help="save the calibrated router here (default: back into ROUTER, a directory)"
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .cards import CALIBRATION_IMAGE, CardInfo
+
+    output = args.output
+    if output is None:
+        if not Path(args.router).is_dir():
+            raise ValueError(f"{args.router!r} is not a local directory: give --output DIR for the calibrated router")
+        output = Path(args.router)
+    texts, domains = _labelled_texts(args.data, "validation", "calibrate")
+    router = _load_router(args.router)
+    if not args.data:  # the benchmark's validation rows of the router's experts
+        rows = [(text, domain) for text, domain in zip(texts, domains, strict=True) if domain in router.expert_names]
+        if not rows:
+            raise ValueError(f"No expert of {args.router!r} is a domain of ir3de-multidomain: give --data")
+        texts, domains = [text for text, _ in rows], [domain for _, domain in rows]
+    report = router.calibrate(
+        texts,
+        domains,
+        target_accuracy=args.target_accuracy,
+        max_fallback_rate=args.max_fallback_rate,
+        prompt_tokens=args.tokens,
+    )
+    router.save_pretrained(output, card=CardInfo(calibration=report))
+    (output / "calibration.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    print(report.markdown())
+    print(f"saved the calibrated router to {output} (reliability diagram: {output / CALIBRATION_IMAGE})")
     return 0
 
 
@@ -429,6 +501,57 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- IR3DE-AXL
+
+
+def _import_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="FILES_OR_REPO",
+        help="IR3DE-AXL .pth statistics: files, globs, directories or a Hub repository of them",
+    )
+    parser.add_argument("--output", type=Path, required=True, help="where to save the router")
+    parser.add_argument(
+        "--encoder", help="the embedder the statistics were summed over (default: the files' embedder Hub id)"
+    )
+    parser.add_argument("--encoder-id", help="the Hub id to record when --encoder is a local copy")
+    parser.add_argument("--include", default="*.pth", help="file pattern in directories and repositories")
+    parser.add_argument("--revision", help="revision of a Hub repository of statistics")
+    _overwrite_argument(parser, "OUTPUT")
+
+
+def _import_reference(args: argparse.Namespace) -> int:
+    from .reference_import import import_reference_router
+
+    _check_output(args.output, args.overwrite)
+    router = import_reference_router(
+        args.sources, encoder=args.encoder, encoder_id=args.encoder_id, include=args.include, revision=args.revision
+    )
+    router.save_pretrained(args.output, overwrite=args.overwrite)
+    padded = [spec.name for spec in router.config.expert_specs if spec.includes_padding]
+    print(
+        f"imported {router.num_experts} expert(s) ({', '.join(router.expert_names)}) over {router.config.encoder}; "
+        f"padding counted in: {', '.join(padded) or 'none'}; saved to {args.output}"
+    )
+    return 0
+
+
+def _export_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("router", help="a saved router (directory or Hub id)")
+    parser.add_argument("--output", type=Path, required=True, help="the .pth file to write")
+    parser.add_argument("--expert", action="append", metavar="NAME", help="export only these experts (repeatable)")
+
+
+def _export_reference(args: argparse.Namespace) -> int:
+    from .reference_import import export_reference
+
+    router = _load_router(args.router)
+    path = export_reference(router, args.output, args.expert)
+    print(f"wrote {len(args.expert or router.expert_names)} expert(s) as IR3DE-AXL statistics to {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- space
 
 
@@ -479,6 +602,41 @@ def _space_push(args: argparse.Namespace) -> int:
     commit = push_space(args.folder, args.repo_id, private=args.private or None, message=args.message)
     print(f"pushed {args.folder} to the Space {args.repo_id} at {commit.oid}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------- serve
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .serve.command import configure
+
+    configure(parser)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve.command import serve
+
+    if args.router == "demo":
+        from .demo import load_demo_router
+
+        return serve(load_demo_router(), args)
+    return serve(_load_router(args.router), args)
+
+
+# ---------------------------------------------------------------------------------------------------- recipe
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    from .recipes import RECIPES
+
+    parser.add_argument("recipe", choices=RECIPES, help="which of the paper's routers to build")
+    parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="the recipe's own options (see its --help)")
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from .recipes.m2d2 import main as m2d2
+
+    return m2d2(args.recipe_args, prog=f"ir3de recipe {args.recipe}")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -611,6 +769,15 @@ COMMANDS: list[Command] = [
         _eval,
     ),
     Command(
+        "calibrate",
+        "fit calibrated probabilities and the fallback threshold (min_confidence) on labelled held-out prompts",
+        """examples:
+  ir3de calibrate my-router --target-accuracy 0.99       # the ir3de-multidomain validation split, saved in place
+  ir3de calibrate me/my-router --data held_out.jsonl --max-fallback-rate 0.05 --tokens 32 --output calibrated""",
+        _calibrate_arguments,
+        _calibrate,
+    ),
+    Command(
         "push",
         "upload a saved router (config, weights, tokenizer, model card) to the Hub",
         """examples:
@@ -627,6 +794,25 @@ COMMANDS: list[Command] = [
   ir3de pull me/ir3de-smollm2 --revision 0123abcd --local-dir ./router""",
         _pull_arguments,
         _pull,
+    ),
+    Command(
+        "import-reference",
+        "build a router from IR3DE-AXL statistics files (the paper's published A and b)",
+        """examples:
+  ir3de import-reference Erosinho/IR3DE-stats --include '*_mergebench.pth' --output mergebench-router
+  ir3de import-reference stats/*.pth --encoder ./Meta-Llama-3-8B --encoder-id meta-llama/Meta-Llama-3-8B \\
+      --output my-router""",
+        _import_reference_arguments,
+        _import_reference,
+    ),
+    Command(
+        "export-reference",
+        "write a router's experts as an IR3DE-AXL statistics file that AXL peers load",
+        """examples:
+  ir3de export-reference my-router --output my-router_stats.pth
+  ir3de export-reference me/ir3de-smollm2 --expert code --expert legal --output code_legal.pth""",
+        _export_reference_arguments,
+        _export_reference,
     ),
     Command(
         "demo",
@@ -648,6 +834,26 @@ COMMANDS: list[Command] = [
   ir3de space push my-space me/ir3de-router""",
         _space_arguments,
         _space,
+    ),
+    Command(
+        "serve",
+        "an OpenAI-compatible server that routes each request to an expert (in-process, or on vLLM servers)",
+        """examples:
+  ir3de serve demo                              # http://127.0.0.1:8000/v1, model "ir3de" routes
+  ir3de serve my-router --port 9000 --api-key secret --fallback-expert general
+  ir3de serve demo --expert-url code=http://127.0.0.1:8001/v1 --expert-url legal=http://127.0.0.1:8001/v1 ...""",
+        _serve_arguments,
+        _serve,
+    ),
+    Command(
+        "recipe",
+        "build one of the paper's routers from the authors' artifacts (m2d2: convert, count, evaluate, push)",
+        """examples:
+  ir3de recipe m2d2 --data dataset/ --output m2d2 --push-to gensyn
+  ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 4 -m ir3de_hf.recipes.m2d2 --data dataset/ --output m2d2
+  ir3de recipe m2d2 --help""",
+        _recipe_arguments,
+        _recipe,
     ),
 ]
 

@@ -28,6 +28,8 @@ class ExpertSpec:
     ``base_model`` is set for PEFT adapters (the model the adapter applies to); ``revision`` pins a Hub revision.
     ``statistics`` is ``"moments"`` for an expert imported as moments ``(A_n, b_n)`` instead of a token histogram
     (see [`IR3DERouterModel.add_expert`]); such an expert can be removed or replaced, not re-weighted by token.
+    ``includes_padding`` is True for moments that counted padding and BOS/EOS rows (IR3DE-AXL statistics do), which
+    biases the expert towards those tokens; it is recorded so that cards and users can tell.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ExpertSpec:
     description: str | None = None
     base_model: str | None = None
     statistics: str | None = None
+    includes_padding: bool | None = None
 
     def __post_init__(self) -> None:
         for attribute in ("source", "base_model"):  # a path is accepted wherever a path is meant
@@ -56,6 +59,8 @@ class ExpertSpec:
                 f"Expert {self.name!r}: `statistics` must be None (a token histogram) or 'moments', got "
                 f"{self.statistics!r}."
             )
+        if self.includes_padding is not None and not isinstance(self.includes_padding, bool):
+            raise ValueError(f"Expert {self.name!r}: `includes_padding` must be True, False or None.")
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ExpertSpec:
@@ -95,6 +100,14 @@ class IR3DEConfig(PreTrainedConfig):
             Number of lowest-entropy tokens that vote with `"entropy_top_k"`.
         normalize_columns (`bool`, *optional*, defaults to `True`):
             Divide each expert's weight column and bias by the column norm (the reference implementation does).
+        naive_bayes_weight (`float`, *optional*, defaults to 0.1):
+            Weight of a multinomial naive-Bayes term added to every token's scores: the token's log-likelihood under
+            each expert's histogram (smoothed by `naive_bayes_alpha`), centred over the experts. Closed-form from the
+            same histograms, still a table lookup; it makes routing more accurate in and out of the training sources
+            (see the README's quality section). 0 gives the ridge head alone, as before issue 15: a saved config
+            without this field loads with 0.
+        naive_bayes_alpha (`float`, *optional*, defaults to 1.0):
+            Additive (Laplace) smoothing of the naive-Bayes term's token counts.
         encoder (`str`, *optional*):
             Hub id or local path of the causal LM whose input embeddings are the frozen encoder.
         encoder_revision (`str`, *optional*):
@@ -114,6 +127,12 @@ class IR3DEConfig(PreTrainedConfig):
             re-materialises it from `encoder` at `encoder_revision` and checks it against `encoder_sha256`.
         encoder_sha256 (`str`, *optional*):
             sha256 of the float32 embedding table, written with `encoder_by_reference` (and by shared moments).
+        calibration_temperatures (`dict[str, float]`, *optional*):
+            Temperature `T` per aggregation, fitted by [`~IR3DERouterModel.calibrate`] on held-out data:
+            `probabilities = softmax(logits / T)`. An aggregation without one uses `T = 1` (uncalibrated).
+        min_confidence (`float`, *optional*):
+            Calibrated top probability under which a decision is not `confident` (routed generation then uses the
+            fallback expert); chosen by [`~IR3DERouterModel.calibrate`]. `None`: no threshold.
 
     Every field is checked when it is set: at construction, when a saved config loads and on assignment
     (`router.config.top_k = 0`). A bad value raises a `ValueError` that names the field and what it accepts, and
@@ -140,6 +159,8 @@ class IR3DEConfig(PreTrainedConfig):
     aggregation: str = "weighted_mean"
     top_k: int = 10
     normalize_columns: bool = True
+    naive_bayes_weight: float | int = 0.1
+    naive_bayes_alpha: float | int = 1.0
     encoder: str | None = None
     encoder_revision: str | None = None
     vocab_size: int = 49152
@@ -149,11 +170,21 @@ class IR3DEConfig(PreTrainedConfig):
     tokenizer_fingerprint: str | None = None
     encoder_by_reference: bool = False
     encoder_sha256: str | None = None
+    calibration_temperatures: dict[str, float] = field(default_factory=dict)
+    min_confidence: float | None = None
     ir3de_format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.check()
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """Loads a config; one saved before the naive-Bayes term existed (no ``naive_bayes_weight``) keeps the ridge
+        head alone, so old routers decide exactly as they did."""
+        if "naive_bayes_weight" not in config_dict:
+            config_dict = {**config_dict, "naive_bayes_weight": 0.0}
+        return super().from_dict(config_dict, **kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Checks (and normalises) a field before it is set, so that a rejected value leaves the old one in place."""
@@ -228,6 +259,12 @@ def _positive_number(name: str, value: Any) -> float | int:
     return value
 
 
+def _non_negative_number(name: str, value: Any) -> float | int:
+    if not (_is_number(value) and 0 <= value <= sys.float_info.max):
+        raise ValueError(f"{name} must be a finite number >= 0 (0 turns it off), got {value!r}.")
+    return value
+
+
 def _aggregation(name: str, value: Any) -> str:
     if not isinstance(value, str) or value not in AGGREGATIONS:
         raise ValueError(f"{name} must be one of {', '.join(AGGREGATIONS)}; got {value!r}.")
@@ -265,6 +302,26 @@ def _token_ids(name: str, value: Any) -> list[int]:
     return sorted(set(value))
 
 
+def _temperatures(name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping) or not all(
+        key in AGGREGATIONS and _is_number(t) and 0 < t <= sys.float_info.max for key, t in value.items()
+    ):
+        raise ValueError(
+            f"{name} must map aggregations ({', '.join(AGGREGATIONS)}) to finite temperatures > 0, got {value!r}."
+        )
+    return {key: float(t) for key, t in value.items()}
+
+
+def _probability_or_none(name: str, value: Any) -> float | None:
+    if value is not None and not (_is_number(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} must be None or a probability in [0, 1], got {value!r}.")
+    return None if value is None else float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _format_version(name: str, value: Any) -> int:
     if not _is_integer(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
@@ -289,6 +346,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "aggregation": _aggregation,
     "top_k": _positive_integer,
     "normalize_columns": _boolean,
+    "naive_bayes_weight": _non_negative_number,
+    "naive_bayes_alpha": _positive_number,
     "encoder": _optional_string,
     "encoder_revision": _optional_string,
     "vocab_size": _positive_integer,
@@ -298,6 +357,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "tokenizer_fingerprint": _optional_string,
     "encoder_by_reference": _boolean,
     "encoder_sha256": _optional_string,
+    "calibration_temperatures": _temperatures,
+    "min_confidence": _probability_or_none,
     "ir3de_format_version": _format_version,
 }
 _TOKEN_ID_FIELDS = ("vocab_size", "pad_token_id", "ignored_token_ids")

@@ -1,6 +1,9 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """The frozen encoder: the input-embedding table of a causal LM, taken from a model, a Hub id or a path.
 
+A Hub id or path is never instantiated as a model: only its embedding tensor is read from the safetensors shard that
+holds it (`ir3de_hf._embedding_file`), so an 8B encoder costs its table, not 32 GB.
+
 A router saved "by reference" leaves the table out of its weights and names the encoder (Hub id and revision) with
 the table's sha256 instead; [`referenced_embeddings`] fetches the table again and refuses any other one.
 """
@@ -13,10 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
+from ._embedding_file import read_input_embeddings
 from .configuration_ir3de import IR3DEConfig
-from .tokenization import vocabulary_fingerprint
+from .tokenization import beyond_table_special_ids, vocabulary_fingerprint
 
 __all__ = ["embedding_fingerprint", "encoder_config", "encoder_embeddings", "referenced_embeddings"]
 
@@ -32,12 +36,11 @@ def encoder_embeddings(
 ) -> tuple[torch.Tensor, str | None]:
     """The float32 embedding table (V x d) of ``encoder`` and the reference to record for it (its Hub id or path,
     None for a bare `nn.Embedding`)."""
+    if isinstance(encoder, str | os.PathLike):  # only the embedding tensor is read, the model is never built
+        return read_input_embeddings(encoder, revision), str(encoder)
     embeddings: nn.Module
     reference: str | None
-    if isinstance(encoder, str | os.PathLike):
-        model = AutoModelForCausalLM.from_pretrained(encoder, revision=revision, dtype=torch.float32)
-        embeddings, reference = model.get_input_embeddings(), str(encoder)
-    elif isinstance(encoder, PreTrainedModel):
+    if isinstance(encoder, PreTrainedModel):
         embeddings, reference = encoder.get_input_embeddings(), encoder.config.name_or_path or None
     elif isinstance(encoder, nn.Embedding):
         embeddings, reference = encoder, None
@@ -71,14 +74,11 @@ def encoder_config(
     vocab_size, hidden_size = weight.shape
     settings: dict[str, Any] = {"encoder": reference}
     if tokenizer is not None:
-        if len(tokenizer) > vocab_size:
-            raise ValueError(
-                f"The tokenizer has {len(tokenizer)} tokens but the encoder's embedding table has only {vocab_size} "
-                "rows: they come from different models. Pass the encoder's own tokenizer."
-            )
+        special = beyond_table_special_ids(tokenizer, vocab_size)
+        pad = tokenizer.pad_token_id
         settings.update(
-            pad_token_id=tokenizer.pad_token_id,
-            ignored_token_ids=list(tokenizer.all_special_ids),
+            pad_token_id=pad if pad is None or pad < vocab_size else None,
+            ignored_token_ids=[i for i in tokenizer.all_special_ids if i not in special],
             tokenizer_fingerprint=vocabulary_fingerprint(tokenizer),
         )
     settings.update(config_kwargs)

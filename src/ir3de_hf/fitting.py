@@ -155,7 +155,7 @@ def count_experts(
     streams = _open_pending(sources, checkpoint.progress, text_column, split, rank, world)
     seconds = dict.fromkeys(STAGES, 0.0)
     budget = None if max_tokens is None else max_tokens // world + int(rank < max_tokens % world)
-    with _Encoder(tokenizer, num_proc) as encoder:
+    with _Encoder(tokenizer, num_proc, vocab_size) as encoder:
         for index, (name, source) in enumerate(sources.items()):
             entry = checkpoint.progress[index]
             if entry.done:
@@ -386,8 +386,8 @@ class _Encoder:
     """Tokenizes batches in this process, or in ``num_proc`` worker processes with a bounded look-ahead (results come
     back in order, so the position that goes with each batch stays right)."""
 
-    def __init__(self, tokenizer: Any, num_proc: int | None) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Any, num_proc: int | None, vocab_size: int) -> None:
+        self.tokenizer, self.vocab_size = tokenizer, vocab_size
         self.pool = None
         self.window = 0
         if num_proc is not None and num_proc > 1:
@@ -395,7 +395,9 @@ class _Encoder:
             # transformers, ~10 s per worker); tokenizers turns its thread pool off in forked children: no deadlock.
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = ProcessPoolExecutor(num_proc, context, initializer=_init_worker, initargs=(tokenizer,))
+            self.pool = ProcessPoolExecutor(
+                num_proc, context, initializer=_init_worker, initargs=(tokenizer, vocab_size)
+            )
             self.window = 2 * num_proc
 
     def __enter__(self) -> _Encoder:
@@ -412,7 +414,7 @@ class _Encoder:
         if self.pool is None:
             for texts, position in batches:
                 start = time.perf_counter()
-                ids = _flat_ids(self.tokenizer, texts)
+                ids = _flat_ids(self.tokenizer, texts, self.vocab_size)
                 seconds["tokenize"] += time.perf_counter() - start
                 yield len(texts), ids, position
             return
@@ -429,20 +431,21 @@ class _Encoder:
                 yield count, ids, at
 
 
-def _flat_ids(tokenizer: Any, texts: list[str]) -> np.ndarray:
-    return np.fromiter(itertools.chain.from_iterable(encode_texts(tokenizer, texts)), dtype=np.int64)
+def _flat_ids(tokenizer: Any, texts: list[str], vocab_size: int) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(encode_texts(tokenizer, texts, vocab_size)), dtype=np.int64)
 
 
 _worker_tokenizer: Any = None
+_worker_vocab_size = 0
 
 
-def _init_worker(tokenizer: Any) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer
+def _init_worker(tokenizer: Any, vocab_size: int) -> None:
+    global _worker_tokenizer, _worker_vocab_size
+    _worker_tokenizer, _worker_vocab_size = tokenizer, vocab_size
 
 
 def _encode_in_worker(texts: list[str]) -> np.ndarray:
-    return _flat_ids(_worker_tokenizer, texts)
+    return _flat_ids(_worker_tokenizer, texts, _worker_vocab_size)
 
 
 def _save(checkpoint: FitCheckpoint, path: Path, seconds: dict[str, float]) -> None:

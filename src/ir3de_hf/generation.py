@@ -1,8 +1,10 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Route, then generate: each prompt goes to its expert, prompts of one expert are generated as one padded batch.
 
-Results come back in input order with the chosen expert, how sure the router was (its margin) and why that expert
-was used (`"routed"`, `"forced"` or `"fallback"`).
+Results come back in input order with the chosen expert, how sure the router was (its margin and calibrated top
+probability) and why that expert was used (`"routed"`, `"forced"` or `"fallback"`). With a ``fallback_expert``, the
+prompts the router is not `confident` about (no usable token, or a calibrated top probability under
+``config.min_confidence``, see `ir3de_hf.calibration`) go to the fallback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numbers
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from transformers import TextIteratorStreamer
@@ -22,20 +24,22 @@ from .experts import ExpertPool, LoadedExpert
 if TYPE_CHECKING:
     from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["RoutedGeneration", "RoutedStream", "generate", "generate_stream"]
+__all__ = ["Decision", "RoutedGeneration", "RoutedStream", "decide", "generate", "generate_stream"]
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
 @dataclass
 class RoutedGeneration:
-    """One answer: the prompt, the expert that wrote ``text``, the router's margin and why that expert was used."""
+    """One answer: the prompt, the expert that wrote ``text``, the router's margin and why that expert was used;
+    ``confidence`` is the router's top probability (calibrated once `router.calibrate` ran; NaN when forced)."""
 
     prompt: str
     expert: str
     text: str
     margin: float
     reason: str
+    confidence: float = float("nan")
 
 
 @dataclass
@@ -47,9 +51,19 @@ class RoutedStream:
     margin: float
     reason: str
     chunks: Iterator[str]
+    confidence: float = float("nan")
 
     def __iter__(self) -> Iterator[str]:
         return self.chunks
+
+
+class Decision(NamedTuple):
+    """Which expert answers a prompt, and why."""
+
+    expert: str
+    margin: float
+    reason: str
+    confidence: float
 
 
 def decide(
@@ -59,31 +73,41 @@ def decide(
     expert: str | None = None,
     fallback_expert: str | None = None,
     min_margin: float | None = None,
-) -> list[tuple[str, float, str]]:
-    """``(expert, margin, reason)`` per prompt: the forced expert, the routed one, or the fallback when the router
-    has no evidence or its margin is under ``min_margin``."""
+) -> list[Decision]:
+    """One [`Decision`] per prompt: the forced expert, the routed one, or the fallback when the router is not
+    ``confident`` (no evidence, or a top probability under ``config.min_confidence``) or its margin is under
+    ``min_margin``."""
     _check_prompts(prompts)
     _check_min_margin(min_margin)
     for name in (expert, fallback_expert):
         if name is not None and name not in router.expert_names:
             raise ValueError(f"No expert named {name!r}; the router's experts are: {', '.join(router.expert_names)}.")
     if expert is not None:
-        return [(expert, float("nan"), "forced")] * len(prompts)
-    routed = router.route(list(prompts))
+        return [Decision(expert, float("nan"), "forced", float("nan"))] * len(prompts)
+    routed = router.route(list(prompts), token_details=False)
     assert routed.expert_names is not None and routed.margins is not None and routed.no_evidence is not None
+    assert routed.probabilities is not None and routed.confident is not None
+    top = routed.probabilities.max(dim=1).values.tolist()
     decisions = []
-    for index, (name, margin, empty) in enumerate(
-        zip(routed.expert_names, routed.margins.tolist(), routed.no_evidence.tolist(), strict=True)
+    for index, (name, margin, empty, sure, confidence) in enumerate(
+        zip(
+            routed.expert_names,
+            routed.margins.tolist(),
+            routed.no_evidence.tolist(),
+            routed.confident.tolist(),
+            top,
+            strict=True,
+        )
     ):
-        unsure = empty or (min_margin is not None and margin < min_margin)
+        unsure = not sure or (min_margin is not None and margin < min_margin)
         if unsure and fallback_expert is not None:
-            decisions.append((fallback_expert, margin, "fallback"))
+            decisions.append(Decision(fallback_expert, margin, "fallback", confidence))
         elif empty or name is None:
             raise ValueError(
                 f"Prompt {index} has no token the router can use (only special tokens); pass fallback_expert=..."
             )
         else:
-            decisions.append((name, margin, "routed"))
+            decisions.append(Decision(name, margin, "routed", confidence))
     return decisions
 
 
@@ -118,15 +142,15 @@ def generate(
     decisions = decide(router, prompts, expert=expert, fallback_expert=fallback_expert, min_margin=min_margin)
     texts: list[str] = [""] * len(prompts)
     groups: dict[tuple[str, str | None, str], list[int]] = {}
-    for index, (name, _, _) in enumerate(decisions):
-        groups.setdefault(pool.batch_key(name), []).append(index)
+    for index, decision in enumerate(decisions):
+        groups.setdefault(pool.batch_key(decision.expert), []).append(index)
     for indices in groups.values():  # every group's expert must fit the answer before any of them generates
-        name = decisions[indices[0]][0]
+        name = decisions[indices[0]].expert
         _check_context(name, pool.get(name), generate_kwargs["max_new_tokens"])
     for indices in groups.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            experts = [decisions[i][0] for i in chunk]
+            experts = [decisions[i].expert for i in chunk]
             distinct = list(dict.fromkeys(experts))
             for name in distinct:  # loads each; the last one fetched is the active adapter
                 loaded = pool.get(name)
@@ -138,8 +162,8 @@ def generate(
             for index, answer in zip(chunk, answers, strict=True):
                 texts[index] = answer
     return [
-        RoutedGeneration(prompt, name, text, margin, reason)
-        for prompt, (name, margin, reason), text in zip(prompts, decisions, texts, strict=True)
+        RoutedGeneration(prompt, decision.expert, text, decision.margin, decision.reason, decision.confidence)
+        for prompt, decision, text in zip(prompts, decisions, texts, strict=True)
     ]
 
 
@@ -159,7 +183,7 @@ def generate_stream(
     The arguments are checked as in `generate`, before the expert generates.
     """
     _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-    ((name, margin, reason),) = decide(
+    ((name, margin, reason, confidence),) = decide(
         router, [prompt], expert=expert, fallback_expert=fallback_expert, min_margin=min_margin
     )
     loaded = pool.get(name)
@@ -170,7 +194,7 @@ def generate_stream(
         target=_run_generate, args=(loaded, inputs, {**generate_kwargs, "streamer": streamer}), daemon=True
     )
     worker.start()
-    return RoutedStream(prompt, name, margin, reason, iter(streamer))
+    return RoutedStream(prompt, name, margin, reason, iter(streamer), confidence)
 
 
 def _check_prompts(prompts: Sequence[str]) -> None:

@@ -49,8 +49,9 @@ class ExpertInputs(TypedDict, total=False):
     and for streams of unknown length), ``histogram`` (precomputed token counts, a length-V vector) or ``moments``
     (``(A_n, b_n)``, shapes (d+1, d+1) and (d+1,), computed with this router's encoder; such an expert can be
     removed or replaced but not re-weighted by token). ``source``/``revision`` say where the expert model lives (Hub
-    id or local path), ``description`` what it is for, and ``base_model`` marks a PEFT adapter. ``None`` means
-    not given.
+    id or local path), ``description`` what it is for, and ``base_model`` marks a PEFT adapter.
+    ``includes_padding`` (moments only) records that the moments counted padding and BOS/EOS rows, as IR3DE-AXL
+    statistics do. ``None`` means not given.
     """
 
     texts: str | Sequence[str] | None
@@ -65,6 +66,7 @@ class ExpertInputs(TypedDict, total=False):
     revision: str | None
     description: str | None
     base_model: str | os.PathLike[str] | None
+    includes_padding: bool | None
 
 
 DATA_ARGUMENTS = (
@@ -180,7 +182,7 @@ def expert_data(
         quiet = not show_progress_bar if show_progress_bar is not None else (total or PROGRESS_TEXTS) < PROGRESS_TEXTS
         with tqdm(total=total, desc=f"Counting tokens of {name!r}", unit=" texts", disable=quiet) as bar:
             for batch in batches:
-                flat = [token for sequence in encode_texts(tokenizer, batch) for token in sequence]
+                flat = [token for sequence in encode_texts(tokenizer, batch, vocab_size) for token in sequence]
                 counter.add(torch.as_tensor(flat, dtype=torch.long))
                 bar.update(len(batch))
         counts = counter.counts

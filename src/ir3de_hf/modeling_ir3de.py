@@ -26,7 +26,8 @@ from typing_extensions import Unpack
 
 from . import persistence
 from ._saving import recover_directory
-from .aggregation import aggregate, margins
+from .aggregation import aggregate, margins, probabilities
+from .calibration import CalibrationReport, calibrate
 from .cards import CardInfo
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
 from .encoder import encoder_config, referenced_embeddings
@@ -217,7 +218,12 @@ class IR3DERouterModel(PreTrainedModel):
         arguments: dict[str, Any] = {key: inputs[key] for key in DATA_ARGUMENTS if key in inputs}  # type: ignore[literal-required]
         data = expert_data(name, self.config, tokenizer=self.tokenizer, **arguments)
         given: dict[str, Any] = {key: inputs[key] for key in _REGISTRY_FIELDS if inputs.get(key) is not None}  # type: ignore[literal-required]
-        spec = replace(old or ExpertSpec(name), **given, statistics=None if data.moments is None else "moments")
+        spec = replace(
+            old or ExpertSpec(name),
+            **given,
+            statistics=None if data.moments is None else "moments",
+            includes_padding=True if data.moments is not None and inputs.get("includes_padding") else None,
+        )
         if spec.source is not None and spec != old:  # checks the source; loading waits for generation
             spec = with_adapter_base(spec)
             bases = self._expert_pool.base_model_paths if self._expert_pool is not None else None
@@ -281,6 +287,10 @@ class IR3DERouterModel(PreTrainedModel):
             token_votes=token_votes,
         )
         no_evidence = ~usable.any(dim=1)
+        temperature = self.config.calibration_temperatures.get(aggregation, 1.0)
+        chances = probabilities(decision.logits, temperature, no_evidence)
+        threshold = self.config.min_confidence
+        confident = ~no_evidence if threshold is None else ~no_evidence & (chances.max(dim=1).values >= threshold)
         return IR3DERouterOutput(
             logits=decision.logits,
             expert_ids=decision.expert_ids,
@@ -290,6 +300,8 @@ class IR3DERouterModel(PreTrainedModel):
             voting_mask=decision.voting_mask,
             no_evidence=no_evidence,
             expert_names=[tables.names[i] if i >= 0 else None for i in decision.expert_ids.tolist()],
+            probabilities=chances,
+            confident=confident,
         )
 
     @torch.inference_mode()
@@ -309,12 +321,35 @@ class IR3DERouterModel(PreTrainedModel):
         default returned unless padding would make them over 4x the batch's tokens (a few long prompts among many
         short ones); ``True`` or ``False`` forces the choice.
         """
-        batch = PromptBatch.from_inputs(texts_or_input_ids, attention_mask, self.tokenizer)
+        batch = PromptBatch.from_inputs(texts_or_input_ids, attention_mask, self.tokenizer, self.config.vocab_size)
         tables = self._tables()  # one version for every chunk
         if token_details is None:
             token_details = len(batch) * batch.longest <= max(4 * batch.tokens, CHUNK_POSITIONS)
         parts = [(rows, self._decide(tables, ids, mask)) for rows, ids, mask in batch.chunks()]
         return merge_outputs(parts, len(batch), batch.longest if token_details else None)
+
+    def calibrate(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        target_accuracy: float | None = None,
+        max_fallback_rate: float | None = None,
+        prompt_tokens: int | Sequence[int] | None = None,
+    ) -> CalibrationReport:
+        """Fits the temperature of the current aggregation on labelled held-out ``texts`` (``labels``: expert names)
+        and sets ``config.min_confidence`` for ``target_accuracy`` of the routed prompts or ``max_fallback_rate``;
+        returns coverage, accuracy, ECE and the reliability diagram. Decisions never change; ``probabilities`` and
+        ``confident`` do. Saved and pushed with the router (config fields). See [`ir3de_hf.calibration.calibrate`].
+        """
+        return calibrate(
+            self,
+            texts,
+            labels,
+            target_accuracy=target_accuracy,
+            max_fallback_rate=max_fallback_rate,
+            prompt_tokens=prompt_tokens,
+        )
 
     # ------------------------------------------------------------------ generation
 
@@ -453,6 +488,7 @@ class IR3DERouterModel(PreTrainedModel):
             revision=expert_revision,
             base_model=base_model,
             description=description if description is not None else shared.description,
+            includes_padding=shared.includes_padding,
         )
 
     def expert_statistics(self, name: str) -> ExpertStatistics:
@@ -462,4 +498,10 @@ class IR3DERouterModel(PreTrainedModel):
 
 
 def _settings(config: IR3DEConfig) -> RoutingSettings:
-    return RoutingSettings(float(config.ridge_lambda), bool(config.normalize_columns), tuple(config.never_counted_ids))
+    return RoutingSettings(
+        float(config.ridge_lambda),
+        bool(config.normalize_columns),
+        tuple(config.never_counted_ids),
+        float(config.naive_bayes_weight),
+        float(config.naive_bayes_alpha),
+    )

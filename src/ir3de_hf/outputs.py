@@ -10,7 +10,7 @@ from transformers.utils import ModelOutput
 
 __all__ = ["IR3DERouterOutput", "merge_outputs"]
 
-_PER_PROMPT = ("logits", "expert_ids", "margins", "no_evidence")
+_PER_PROMPT = ("logits", "expert_ids", "margins", "no_evidence", "probabilities", "confident")
 
 
 @dataclass
@@ -36,6 +36,13 @@ class IR3DERouterOutput(ModelOutput):
             True for prompts that are empty, all padding or only ignored tokens.
         expert_names (`list[str | None]`):
             Name of the chosen expert per prompt (`None` where `no_evidence`).
+        probabilities (`torch.FloatTensor` of shape `(B, N)`):
+            `softmax(logits / T)` with the temperature `T` fitted by `router.calibrate` (`T = 1` before); each row sums
+            to 1, uniform where `no_evidence`. Once calibrated, the top probability estimates how often such a
+            decision is right.
+        confident (`torch.BoolTensor` of shape `(B,)`):
+            False where `no_evidence` or where the top probability is under `config.min_confidence`: prompts that
+            routed generation sends to the fallback expert.
     """
 
     logits: torch.Tensor | None = None
@@ -46,6 +53,8 @@ class IR3DERouterOutput(ModelOutput):
     voting_mask: torch.Tensor | None = None
     no_evidence: torch.Tensor | None = None
     expert_names: list[str | None] | None = None
+    probabilities: torch.Tensor | None = None
+    confident: torch.Tensor | None = None
 
 
 def merge_outputs(
@@ -67,6 +76,8 @@ def merge_outputs(
         expert_ids=torch.full((size,), -1, dtype=torch.long, device=device),
         margins=torch.zeros(size, device=device),
         no_evidence=torch.zeros(size, dtype=torch.bool, device=device),
+        probabilities=torch.zeros(size, num_experts, device=device),
+        confident=torch.zeros(size, dtype=torch.bool, device=device),
         expert_names=[None] * size,
     )
     if longest is not None:

@@ -25,7 +25,7 @@ from transformers.utils import cached_file
 
 from ._hub_files import hub_id, local_path_or_hub_id, upload_directory
 from ._saving import atomic_directory
-from .cards import CONFUSION_IMAGE, CardInfo, router_card
+from .cards import CALIBRATION_IMAGE, CONFUSION_IMAGE, CardInfo, router_card
 from .configuration_ir3de import IR3DEConfig
 from .encoder import embedding_fingerprint
 
@@ -180,15 +180,25 @@ def write_companions(
     card: CardInfo | None,
     by_reference: bool,
 ) -> None:
-    """Writes the tokenizer, the confusion-matrix image (when ``card`` has an evaluation) and the model card."""
+    """Writes the tokenizer, the confusion-matrix image (when ``card`` has an evaluation), the reliability diagram
+    (when it has a calibration report) and the model card."""
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
-    image = None
+    image = calibration_image = None
     if card is not None and card.evaluation is not None:
         from .evaluation import plot_confusion_matrix
 
         image = plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE).name
-    model_card = router_card(config, token_counts, card, confusion_image=image, by_reference=by_reference)
+    if card is not None and card.calibration is not None:
+        calibration_image = card.calibration.plot(directory / CALIBRATION_IMAGE).name
+    model_card = router_card(
+        config,
+        token_counts,
+        card,
+        confusion_image=image,
+        calibration_image=calibration_image,
+        by_reference=by_reference,
+    )
     model_card.save(directory / "README.md")
 
 

@@ -39,9 +39,12 @@ class PromptBatch:
     mask: torch.Tensor | None = None
 
     @classmethod
-    def from_inputs(cls, prompts: Prompts, attention_mask: Any, tokenizer: Any) -> PromptBatch:
+    def from_inputs(
+        cls, prompts: Prompts, attention_mask: Any, tokenizer: Any, vocab_size: int | None = None
+    ) -> PromptBatch:
         """Text (a string or a list of strings: tokenized without special tokens), lists of token ids, or a tensor
-        of ids (B x L or L) with an optional attention mask."""
+        of ids (B x L or L) with an optional attention mask. Text loses the special tokens beyond the ``vocab_size``
+        rows of the embedding table (see `encode_texts`)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if isinstance(prompts, torch.Tensor):
@@ -63,7 +66,7 @@ class PromptBatch:
                     "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
                     "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
                 )
-            return cls(rows=encode_texts(tokenizer, prompts))  # type: ignore[arg-type]
+            return cls(rows=encode_texts(tokenizer, prompts, vocab_size))  # type: ignore[arg-type]
         if any(texts):
             first = texts.index(False)
             raise TypeError(f"Prompt {first} is a {type(prompts[first]).__name__} among strings; give only strings.")

@@ -1,131 +1,238 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""Import of the reference implementation's statistics (``.pth`` dicts with ``A``, ``b``, ``domain_tags``,
-``tokenizer``, ``embedder``) into an IR3DE router whose experts are moment-based.
+"""The IR3DE-AXL statistics format, both ways: import AXL files into a router of moment-based experts, and export a
+router's experts as an AXL file that an AXL peer loads unchanged.
 
-The file is read with ``torch.load(weights_only=True)``, which refuses pickled code, and then every value is checked
-to be a tensor, a string or a list of strings. The reference stores moments, not token histograms, so the imported
-experts can be removed or replaced but not re-weighted by token. When the file holds the summed ``A`` (the reference's
-``generate_router``), each expert gets the share of ``A`` proportional to its token count: the router's head equals
-the reference's exactly, and removing an imported expert afterwards is an approximation (its own ``A_n`` is not in
-the file); a file with per-domain ``A`` (N x (d+1) x (d+1)) imports exactly.
+Import merges files exactly as AXL peers do (``peer.py``): the moments of every entry that shares a domain tag are
+summed (``coding`` counted on two datasets is one expert), tags in first-seen order; the head is then our solve, which
+is the peers' ``(A + λI) W = B`` with column normalisation. AXL statistics count EOS padding and BOS/EOS rows (the
+extractor pads with EOS and ignores the attention mask); imported experts record it as ``includes_padding`` and the
+model card says so. The older single-file layout (summed ``A``, ``b`` as a (d+1) x N matrix) that no released code
+writes is no longer read.
 """
 
 from __future__ import annotations
 
+import glob
 import os
-import pickle
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from torch import nn
+from transformers import PreTrainedModel
 
+from ._axl_format import AXLFile, Moments, read_axl_file, write_axl_file
+from ._hub_files import local_path_or_hub_id
 from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["ReferenceStatistics", "import_reference_router", "load_reference_statistics"]
+__all__ = ["ReferenceStatistics", "export_reference", "import_reference_router", "load_reference_statistics"]
 
-_REQUIRED = ("A", "b", "domain_tags")
+_PATTERN = "*.pth"
+_GLOB = ("*", "?", "[")
 
 
 @dataclass
 class ReferenceStatistics:
-    """The checked content of a reference ``.pth``: per-domain moments in float64 and where they came from."""
+    """AXL files merged by tag: float64 moments per tag, the datasets and files each came from, and the ids of the
+    tokenizer and embedder they were computed with."""
 
-    domain_tags: list[str]
-    moments: list[tuple[torch.Tensor, torch.Tensor]]
-    tokenizer: str | None
-    embedder: str | torch.Tensor | None
-    summed_a: bool
+    tags: list[str] = field(default_factory=list)
+    moments: list[Moments] = field(default_factory=list)
+    datasets: list[list[str]] = field(default_factory=list)
+    includes_padding: list[bool] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    tokenizer: str | None = None
+    embedder: str | None = None
+
+    def add(self, axl: AXLFile) -> None:
+        """Adds a file's entries: a tag seen before gets the sum of the moments, as AXL peers merge them."""
+        if self.files and (axl.tokenizer, axl.embedder) != (self.tokenizer, self.embedder):
+            raise ValueError(
+                f"{axl.path!r} was computed with tokenizer {axl.tokenizer!r} and embedder {axl.embedder!r}, but "
+                f"{self.files[0]!r} with {self.tokenizer!r} and {self.embedder!r}: statistics of different "
+                "embedders cannot be merged into one router (AXL peers keep them apart too)."
+            )
+        if self.moments and axl.width != self.moments[0][1].shape[0]:
+            raise ValueError(
+                f"{axl.path!r} has moments of width {axl.width}, {self.files[0]!r} of width "
+                f"{self.moments[0][1].shape[0]}: they come from different embedders."
+            )
+        self.files.append(axl.path)
+        self.tokenizer, self.embedder = axl.tokenizer, axl.embedder
+        for tag, dataset, (a, b) in zip(axl.tags, axl.datasets, axl.moments, strict=True):
+            if tag in self.tags:
+                index = self.tags.index(tag)
+                self.moments[index] = (self.moments[index][0] + a, self.moments[index][1] + b)
+                self.datasets[index].append(dataset)
+                self.includes_padding[index] = self.includes_padding[index] or axl.includes_padding
+            else:
+                self.tags.append(tag)
+                self.moments.append((a, b))
+                self.datasets.append([dataset])
+                self.includes_padding.append(axl.includes_padding)
 
 
-def load_reference_statistics(path: str | os.PathLike[str]) -> ReferenceStatistics:
-    """Reads and checks a reference statistics file; any problem is a `ValueError` naming the file and the field."""
-    where = f"Reference statistics {os.fspath(path)!r}"
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{where} contain objects other than tensors, lists and strings, which are never unpickled here: "
-            f"{str(error).splitlines()[0]}"
-        ) from error
-    except (OSError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{where} could not be read as a torch file: {error}") from error
-    if not isinstance(content, dict):
-        raise ValueError(f"{where} must hold a dict with keys {list(_REQUIRED)}, got {type(content).__name__}.")
-    for key, value in content.items():
-        _check_value(where, key, value)
-    missing = [key for key in _REQUIRED if key not in content]
-    if missing:
-        raise ValueError(f"{where} lack {missing}; a reference file has A, b, domain_tags, tokenizer and embedder.")
-    tags = content["domain_tags"]
-    if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) for tag in tags):
-        raise ValueError(f"{where}: domain_tags must be a non-empty list of strings.")
-    a, b = content["A"], content["b"]
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise ValueError(f"{where}: A and b must be tensors.")
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    count = len(tags)
-    if b.ndim == 2 and b.shape[1] == count and b.shape[0] != count:
-        b = b.T  # the reference's layout: (d+1, N)
-    width = b.shape[1] if b.ndim == 2 else -1
-    if b.shape != (count, width):
-        raise ValueError(f"{where}: b must have shape (d+1, {count}) for {count} domain_tags, got {tuple(b.shape)}.")
-    tokens = b[:, -1]
-    if a.shape == (width, width):
-        moments = [(a * (tokens[n] / tokens.sum()), b[n]) for n in range(count)]
-    elif a.shape == (count, width, width):
-        moments = [(a[n], b[n]) for n in range(count)]
-    else:
-        raise ValueError(
-            f"{where}: A must have shape ({width}, {width}) (summed) or ({count}, {width}, {width}) (per domain), "
-            f"got {tuple(a.shape)}."
-        )
-    tokenizer, embedder = content.get("tokenizer"), content.get("embedder")
-    if tokenizer is not None and not isinstance(tokenizer, str):
-        raise ValueError(f"{where}: tokenizer must be a Hub id or path (a string).")
-    return ReferenceStatistics(list(tags), moments, tokenizer, embedder, summed_a=a.ndim == 2)
+def reference_files(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    include: str = _PATTERN,
+    revision: str | None = None,
+) -> list[str]:
+    """The AXL files named by ``sources``, in order: a file, a glob (sorted matches), a directory (its files matching
+    ``include``, sorted) or a Hub repository (its files matching ``include`` at ``revision``, through the HF cache, so
+    offline mode works once they are cached)."""
+    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    if not items:
+        raise ValueError("No statistics given: pass AXL files, a glob, a directory or a Hub repository of them.")
+    files: list[str] = []
+    for item in items:
+        located = local_path_or_hub_id(item)
+        if isinstance(located, str):
+            found = _hub_files(located, include, revision)
+        elif any(mark in str(item) for mark in _GLOB):
+            found = sorted(glob.glob(os.path.expanduser(os.fspath(item))))
+        elif located.is_dir():
+            found = sorted(str(path) for path in located.glob(include) if path.is_file())
+        elif located.is_file():
+            found = [str(located)]
+        else:
+            raise ValueError(f"Statistics {os.fspath(item)!r}: no such file or directory.")
+        if not found:
+            raise ValueError(f"Statistics {os.fspath(item)!r}: no file matches {include!r} there.")
+        files.extend(found)
+    return files
+
+
+def load_reference_statistics(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    include: str = _PATTERN,
+    revision: str | None = None,
+) -> ReferenceStatistics:
+    """Reads every AXL file of ``sources`` (see `reference_files`) and merges them by tag; any problem is a
+    `ValueError` naming the file and the field."""
+    merged = ReferenceStatistics()
+    for path in reference_files(sources, include=include, revision=revision):
+        merged.add(read_axl_file(path))
+    return merged
 
 
 def import_reference_router(
-    path: str | os.PathLike[str],
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    encoder: str | os.PathLike[str] | torch.nn.Module | None = None,
+    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding | None = None,
+    encoder_id: str | None = None,
     tokenizer: Any = None,
+    include: str = _PATTERN,
+    revision: str | None = None,
     **config_kwargs: Any,
 ) -> IR3DERouterModel:
-    """Builds a router from a reference ``.pth``: one moment-based expert per domain tag, in order.
+    """Builds a router from IR3DE-AXL statistics: one moment-based expert per domain tag, in first-seen order.
 
     Args:
-        path: the ``.pth`` file.
-        encoder: the causal LM (Hub id, path, model or `nn.Embedding`) whose embeddings the file's moments were
-            summed over; defaults to the file's ``embedder`` (a Hub id/path, or the embedding table itself).
-        tokenizer: defaults to the file's ``tokenizer``.
+        sources: AXL ``.pth`` files, globs, directories or a Hub repository of them (see `reference_files`).
+        encoder: the embedder the moments were summed over; defaults to the files' ``embedder`` Hub id. Only its
+            embedding tensor is read. A local directory is taken as a copy of the files' embedder.
+        encoder_id: the Hub id to record for a local ``encoder`` (default: the files' ``embedder``); checked against
+            the files' ``embedder``, as is a Hub-id ``encoder``.
+        tokenizer: defaults to the encoder's (or the files' ``tokenizer`` when it names another repository).
+        include: the file pattern within directories and Hub repositories.
+        revision: the revision of a Hub repository of statistics.
         **config_kwargs: [`IR3DEConfig`] fields (``ridge_lambda``, ``aggregation``...).
 
-    The moments' width must equal the encoder's hidden size plus one; nothing is returned unless every expert was
-    added.
+    Raises:
+        ValueError: unreadable or inconsistent files, or an encoder other than the one the files name.
     """
-    reference = load_reference_statistics(path)
-    source = encoder if encoder is not None else reference.embedder
-    if source is None:
-        raise ValueError(f"{os.fspath(path)!r} names no embedder: pass encoder= (the model the moments came from).")
-    if isinstance(source, torch.Tensor):
-        source = torch.nn.Embedding.from_pretrained(source.to(torch.float32))
-    router = IR3DERouterModel.from_encoder(
-        source,  # type: ignore[arg-type]
-        tokenizer if tokenizer is not None else reference.tokenizer,
-        **config_kwargs,
-    )
-    for tag, moments in zip(reference.domain_tags, reference.moments, strict=True):
-        router.add_expert(tag, moments=moments, description="imported from reference IR3DE statistics")
+    statistics = load_reference_statistics(sources, include=include, revision=revision)
+    source, recorded = _encoder(statistics, encoder, encoder_id)
+    if tokenizer is None and statistics.tokenizer not in (None, statistics.embedder):
+        tokenizer = statistics.tokenizer
+    named = local_path_or_hub_id(tokenizer) if isinstance(tokenizer, str) else None
+    if isinstance(named, str) and statistics.tokenizer is not None and named != statistics.tokenizer:
+        raise ValueError(
+            f"The statistics were counted with the tokenizer {statistics.tokenizer!r}, not {named!r}: token ids of "
+            "another tokenizer mean other tokens. Pass that tokenizer (or a local copy of it)."
+        )
+    router = IR3DERouterModel.from_encoder(source, tokenizer, encoder_id=recorded, **config_kwargs)
+    width = router.config.hidden_size + 1
+    if statistics.moments[0][1].shape[0] != width:
+        raise ValueError(
+            f"The statistics have moments of width {statistics.moments[0][1].shape[0]} (d+1) but the encoder's "
+            f"embeddings have d = {router.config.hidden_size}: they were computed with another embedder."
+        )
+    for tag, moments, datasets, padding in zip(
+        statistics.tags, statistics.moments, statistics.datasets, statistics.includes_padding, strict=True
+    ):
+        description = f"IR3DE-AXL statistics of {', '.join(datasets)}"
+        router.add_expert(tag, moments=moments, includes_padding=padding, description=description)
     return router
 
 
-def _check_value(where: str, key: Any, value: Any) -> None:
-    allowed = isinstance(value, torch.Tensor | str) or (
-        isinstance(value, list | tuple) and all(isinstance(item, str | torch.Tensor) for item in value)
-    )
-    if not isinstance(key, str) or not allowed:
+def export_reference(
+    router: IR3DERouterModel, path: str | os.PathLike[str], experts: Sequence[str] | None = None
+) -> Path:
+    """Writes the moments ``(A_n, b_n)`` the router solves with (those of ``experts``, default all) as one AXL
+    file, one entry per expert named by the expert; an AXL peer loads it unchanged and `import_reference_router`
+    gives back the same head."""
+    names = list(experts) if experts else router.expert_names
+    unknown = [name for name in names if name not in router.expert_names]
+    if unknown or len(set(names)) != len(names):
         raise ValueError(
-            f"{where}: entry {key!r} is a {type(value).__name__}; only tensors, strings and lists of strings are "
-            "accepted in reference statistics."
+            f"Experts {names} must be distinct experts of the router ({', '.join(router.expert_names) or 'none'})."
         )
+    embedder = router.config.encoder
+    if embedder is None:
+        raise ValueError(
+            "The router names no encoder (it was built from an embedding table in code), so AXL peers could not "
+            "load its embedder; build it with IR3DERouterModel.from_encoder(hub_id_or_path) or encoder_id=."
+        )
+    specs = {spec.name: spec for spec in router.config.expert_specs}
+    return write_axl_file(
+        path,
+        names,
+        [router.store.moments(name) for name in names],
+        tokenizer=embedder,
+        embedder=embedder,
+        includes_padding=any(bool(specs[name].includes_padding) for name in names),
+    )
+
+
+def _encoder(
+    statistics: ReferenceStatistics,
+    encoder: str | os.PathLike[str] | PreTrainedModel | nn.Embedding | None,
+    encoder_id: str | None,
+) -> tuple[str | os.PathLike[str] | PreTrainedModel | nn.Embedding, str | None]:
+    """The encoder to read and the Hub id to record, after checking them against the files' ``embedder``."""
+    embedder = statistics.embedder
+    if encoder is None:
+        if embedder is None:
+            raise ValueError(
+                f"{statistics.files[0]!r} names no embedder: pass encoder= (the model the moments were summed over)."
+            )
+        encoder = embedder
+    named = encoder_id
+    if named is None and isinstance(encoder, str | os.PathLike):
+        located = local_path_or_hub_id(encoder)
+        named = located if isinstance(located, str) else embedder
+    if embedder is not None and named is not None and named != embedder:
+        raise ValueError(
+            f"The statistics were summed over the embeddings of {embedder!r}, not {named!r}: moments are only valid "
+            f"with their own embedder. Pass encoder={embedder!r} (or a local copy of it)."
+        )
+    return encoder, named
+
+
+def _hub_files(repo_id: str, include: str, revision: str | None) -> list[str]:
+    where = f"Statistics repository {repo_id!r}" + (f" at revision {revision}" if revision else "")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[include, f"**/{include}"]))
+    except LocalEntryNotFoundError as error:
+        raise ValueError(
+            f"{where} is not in the HF cache and the Hub cannot be reached; download it while online."
+        ) from error
+    except (HfHubHTTPError, HFValidationError) as error:
+        raise ValueError(f"{where} could not be fetched: {str(error).splitlines()[0]}") from error
+    return sorted(str(path) for path in folder.rglob(include) if path.is_file())

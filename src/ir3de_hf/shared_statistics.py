@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from ._hub_files import hub_file, local_path_or_hub_id
 from ._saving import atomic_directory
 from .encoder import embedding_fingerprint
+from .statistics import augmented_moments
 
 if TYPE_CHECKING:
     from .modeling_ir3de import IR3DERouterModel
@@ -43,6 +44,7 @@ class ExpertStatistics:
 
     ``tokenizer_fingerprint`` ties them to a vocabulary; ``encoder_fingerprint`` (moments only) to the exact
     embedding table, since ``A_n`` and ``b_n`` are sums over its rows while a histogram does not depend on it.
+    ``includes_padding`` marks moments that counted padding and BOS/EOS rows (imported IR3DE-AXL statistics).
     """
 
     name: str
@@ -54,6 +56,7 @@ class ExpertStatistics:
     encoder_revision: str | None = None
     encoder_fingerprint: str | None = None
     description: str | None = None
+    includes_padding: bool = False
 
     def __post_init__(self) -> None:
         if (self.histogram is None) == (self.moments is None):
@@ -114,6 +117,7 @@ class ExpertStatistics:
             "encoder": router.config.encoder,
             "encoder_revision": router.config.encoder_revision,
             "description": description if description is not None else spec.description,
+            "includes_padding": bool(spec.includes_padding),
         }
         imported = router.store.imported_moments(name)
         if imported is None:
@@ -137,6 +141,7 @@ class ExpertStatistics:
             "encoder_revision": self.encoder_revision,
             "encoder_fingerprint": self.encoder_fingerprint,
             "description": self.description,
+            "includes_padding": self.includes_padding,
         }
 
     def save(self, directory: str | os.PathLike[str], card: bool = True) -> Path:
@@ -154,6 +159,35 @@ class ExpertStatistics:
             if card:
                 statistics_card(self).save(staging / "README.md")
         return Path(directory)
+
+    def save_reference(self, path: str | os.PathLike[str], embeddings: torch.Tensor | None = None) -> Path:
+        """Writes these statistics as an IR3DE-AXL file (one entry, tagged with the name) that an AXL peer loads
+        unchanged. A histogram becomes moments over ``embeddings`` (the encoder's V x d table, required then);
+        the file names ``encoder`` as its tokenizer and embedder."""
+        from ._axl_format import write_axl_file
+
+        if self.encoder is None:
+            raise StatisticsError(
+                f"Statistics {self.name!r} name no encoder, which an AXL file must name as its embedder."
+            )
+        if self.moments is not None:
+            moments = self.moments
+        elif embeddings is None or tuple(embeddings.shape[:1]) != (self.vocab_size,) or embeddings.ndim != 2:
+            raise StatisticsError(
+                f"Statistics {self.name!r} are a histogram: pass embeddings=, the encoder's embedding table "
+                f"({self.vocab_size} x d), to turn them into the moments an AXL file holds."
+            )
+        else:
+            a, b = augmented_moments(embeddings, self.histogram[None])  # type: ignore[index]
+            moments = (a, b[:, 0])
+        return write_axl_file(
+            path,
+            [self.name],
+            [moments],
+            tokenizer=self.encoder,
+            embedder=self.encoder,
+            includes_padding=self.includes_padding,
+        )
 
     @classmethod
     def load(cls, path_or_repo_id: str | os.PathLike[str], revision: str | None = None) -> ExpertStatistics:
@@ -187,6 +221,7 @@ class ExpertStatistics:
                 histogram=tensors.get("histogram"),
                 moments=(tensors["moments_a"], tensors["moments_b"]) if "moments_a" in tensors else None,
                 description=metadata.get("description"),
+                includes_padding=bool(metadata.get("includes_padding", False)),
                 **fields,
             )
         except (KeyError, TypeError) as error:

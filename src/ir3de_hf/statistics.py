@@ -27,6 +27,7 @@ __all__ = [
     "check_token_ids",
     "explicit_moments",
     "merge_histograms",
+    "naive_bayes_scores",
     "normalize_columns",
     "ridge_solve",
     "token_entropy",
@@ -138,6 +139,25 @@ def normalize_columns(
     norms = weight.norm(dim=0)
     norms = torch.where(norms == 0, torch.full_like(norms, eps), norms)
     return weight / norms, bias / norms
+
+
+def naive_bayes_scores(expert_counts: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Multinomial naive-Bayes log-likelihood of each token under each expert, centred per token (V x N, float64).
+
+    ``log((c_n[t] + alpha) / (C_n + alpha V))`` from the same histograms as the ridge head (``C_n`` the tokens of
+    expert n), minus its mean over the experts: a token's evidence for one expert against the others. The mean of
+    these rows over a prompt is, up to a constant, naive Bayes' log-posterior with a uniform prior. Rows of zero
+    counts (experts imported as moments) get the mean of the others, so they neither gain nor lose.
+    """
+    counts = expert_counts.to(torch.float64)
+    has_text = counts.sum(dim=1) > 0
+    vocab_size = counts.shape[1]
+    log_likelihood = torch.log((counts + alpha) / (counts.sum(dim=1, keepdim=True) + alpha * vocab_size)).T
+    if not bool(has_text.any()):
+        return torch.zeros_like(log_likelihood)
+    neutral = log_likelihood[:, has_text].mean(dim=1, keepdim=True)
+    log_likelihood = torch.where(has_text[None, :], log_likelihood, neutral)
+    return log_likelihood - log_likelihood.mean(dim=1, keepdim=True)
 
 
 def token_entropy(scores: torch.Tensor) -> torch.Tensor:

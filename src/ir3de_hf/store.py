@@ -30,7 +30,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .statistics import augmented_moments, check_token_ids, normalize_columns, ridge_solve, token_entropy
+from .statistics import (
+    augmented_moments,
+    check_token_ids,
+    naive_bayes_scores,
+    normalize_columns,
+    ridge_solve,
+    token_entropy,
+)
 
 __all__ = [
     "ExpertStatisticsStore",
@@ -46,12 +53,15 @@ Moments = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """What the head depends on besides the statistics: the ridge penalty λ, the column normalisation and the ids
-    that are never counted and never vote (padding, special tokens)."""
+    """What the head depends on besides the statistics: the ridge penalty λ, the column normalisation, the ids
+    that are never counted and never vote (padding, special tokens), and the weight and smoothing of the naive-Bayes
+    term added to the score table (0: the ridge head alone)."""
 
     ridge_lambda: float
     normalize_columns: bool
     never_counted_ids: tuple[int, ...]
+    naive_bayes_weight: float = 0.0
+    naive_bayes_alpha: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,8 @@ class RoutingTables:
         version: the store version these tables were derived from.
         names: the experts, in column order.
         weight, bias: the unnormalised ridge solution ``W`` (d x N) and ``beta`` (N), float64.
-        scores: ``E W + beta`` per vocabulary id (V x N, float32), column-normalised if the settings say so.
+        scores: ``E W + beta`` per vocabulary id (V x N, float32), column-normalised if the settings say so, plus
+            ``naive_bayes_weight`` times the centred naive-Bayes log-likelihoods of the histograms.
         entropy: entropy of the softmax over experts of each row of ``scores`` (V).
         votes: the argmax expert of each vocabulary id (V).
         usable: the ids that may vote (V, bool): all but the never-counted ones.
@@ -292,6 +303,17 @@ def _derive(state: _State, embedding: torch.Tensor) -> RoutingTables:
     scores = torch.addmm(scaled_bias.to(torch.float32), embedding.float(), scaled_weight.to(torch.float32))
     usable = torch.ones(embedding.shape[0], dtype=torch.bool, device=embedding.device)
     usable[list(settings.never_counted_ids)] = False
+    if settings.naive_bayes_weight:
+        counts = torch.stack(
+            [
+                expert.histogram.to(embedding.device) * usable
+                if expert.histogram is not None
+                else torch.zeros(embedding.shape[0], dtype=torch.int64, device=embedding.device)
+                for expert in state.experts
+            ]
+        )
+        bayes = naive_bayes_scores(counts, settings.naive_bayes_alpha)
+        scores = scores + (settings.naive_bayes_weight * bayes).to(torch.float32)
     return RoutingTables(
         state.version, state.names, weight, bias, scores, token_entropy(scores), scores.argmax(dim=1), usable
     )

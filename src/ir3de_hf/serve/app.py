@@ -1,0 +1,253 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The FastAPI app: OpenAI endpoints that route each request, ``/v1/route``, ``/v1/models``, ``/health``, ``/metrics``.
+
+Every refusal is an OpenAI error body (``{"error": {"message", "type", "param", "code"}}``) with status 400, 401,
+404, 413, 422 or 503; an unexpected failure is a 500 with a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .backends import Backend, Delta, Job
+from .decision import Decider, Decision, routed_text
+from .errors import ServeError, error_body
+from .metrics import Metrics
+from .responses import Reply, sse
+from .schemas import ChatRequest, CompletionRequest, RouteRequest
+
+__all__ = ["ServeSettings", "create_app"]
+
+_LOG = logging.getLogger("ir3de_hf.serve")
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the server accepts: ``api_key`` (None: no auth), which chat text is routed, and the size limits."""
+
+    api_key: str | None = None
+    route_on: str = "last_user"
+    max_request_bytes: int = 1_000_000
+    max_tokens_limit: int = 1024
+    default_max_tokens: int = 64
+
+
+def create_app(decider: Decider, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
+    """The server of one read-only router (``decider``) in front of ``backend``'s experts."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await backend.aclose()
+
+    app = FastAPI(title="ir3de", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    def refuse(error: ServeError) -> JSONResponse:
+        metrics.error(error.status)
+        return JSONResponse(error_body(error.status, error.message, error.param, error.code), status_code=error.status)
+
+    app.add_middleware(_Guard, settings=settings, refuse=refuse)
+
+    @app.exception_handler(ServeError)
+    async def on_refusal(request: Request, error: ServeError) -> JSONResponse:
+        return refuse(error)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, error: HTTPException) -> JSONResponse:
+        message = f"{request.method} {request.url.path}: {error.detail}" if error.status_code in (404, 405) else ""
+        return refuse(ServeError(error.status_code, message or str(error.detail)))
+
+    @app.exception_handler(Exception)
+    async def on_failure(request: Request, error: Exception) -> JSONResponse:
+        _LOG.exception("unexpected failure on %s", request.url.path)
+        first = str(error).splitlines()[0] if str(error) else ""
+        return refuse(ServeError(500, f"Internal error ({type(error).__name__}{': ' + first if first else ''})."))
+
+    async def parse(request: Request, schema: type[_Body]) -> tuple[dict[str, object], _Body]:
+        raw = await request.body()
+        if len(raw) > settings.max_request_bytes:
+            raise _too_large(len(raw), settings.max_request_bytes)
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            raise ServeError(400, f"The request body is not valid JSON ({error}).") from error
+        if not isinstance(data, dict):
+            raise ServeError(400, "The request body must be a JSON object.")
+        try:
+            return data, schema.model_validate(data)
+        except ValidationError as error:
+            raise ServeError(422, _validation_message(error), param=_validation_param(error)) from error
+
+    def decide(model: str, texts: list[str]) -> list[Decision]:
+        started = time.perf_counter()
+        decisions = decider.decide(model, texts)
+        metrics.routing_seconds(time.perf_counter() - started)
+        return decisions
+
+    def token_limit(asked: int | None) -> int:
+        limit = min(settings.default_max_tokens, settings.max_tokens_limit) if asked is None else asked
+        if limit > settings.max_tokens_limit:
+            raise ServeError(
+                400,
+                f"max_tokens={limit} is over this server's limit of {settings.max_tokens_limit}; ask for fewer.",
+                param="max_tokens",
+            )
+        return limit
+
+    async def answer(endpoint: str, job: Job, decision: Decision, stream: bool) -> Response:
+        if job.body.get("stop") is not None and backend.kind == "local":
+            raise ServeError(400, "stop sequences are not supported by the local backend.", param="stop")
+        metrics.request(endpoint, decision.expert, decision.reason)
+        reply = Reply(decision, chat=job.messages is not None)
+        headers = {"x-ir3de-expert": decision.header()}
+        if not stream:
+            result = await backend.complete(job)
+            metrics.tokens(decision.expert, result.prompt_tokens, result.completion_tokens)
+            return JSONResponse(reply.body(result), headers=headers)
+        pieces = backend.stream(job).__aiter__()
+        first = await anext(pieces, Delta(""))  # a refusal or an unreachable expert fails here, before the headers
+
+        async def events() -> AsyncIterator[str]:
+            yield reply.event(first, first=True)
+            try:
+                async for delta in pieces:
+                    yield reply.event(delta)
+            except ServeError as error:  # the status is sent already: the error goes in the stream
+                metrics.error(error.status)
+                yield sse(error_body(error.status, error.message, error.param, error.code))
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body, chat = await parse(request, ChatRequest)
+        routed = [routed_text(chat.messages, settings.route_on)] if decider.routes(chat.model) else [""]
+        (decision,) = decide(chat.model, routed)
+        messages = [{"role": message.role, "content": message.text} for message in chat.messages]
+        limit = token_limit(chat.token_limit)
+        job = Job(
+            decision.expert, limit, messages, None, chat.temperature, chat.top_p, body, _routed(decision, routed)
+        )
+        return await answer("chat", job, decision, chat.stream)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body, completion = await parse(request, CompletionRequest)
+        (decision,) = decide(completion.model, [completion.text])
+        limit = token_limit(completion.token_limit)
+        job = Job(
+            decision.expert,
+            limit,
+            None,
+            completion.text,
+            completion.temperature,
+            completion.top_p,
+            body,
+            _routed(decision, [completion.text]),
+        )
+        return await answer("completions", job, decision, completion.stream)
+
+    @app.post("/v1/route")
+    async def route(request: Request) -> JSONResponse:
+        _, asked = await parse(request, RouteRequest)
+        model = asked.model or decider.meta_models[0]
+        if asked.messages is not None:
+            texts = [routed_text(asked.messages, settings.route_on) if decider.routes(model) else ""]
+        else:
+            texts = [asked.input] if isinstance(asked.input, str) else list(asked.input or [])
+        decisions = decide(model, texts)
+        for decision in decisions:
+            metrics.request("route", decision.expert, decision.reason)
+        data = [{"index": index, **decision.as_dict()} for index, decision in enumerate(decisions)]
+        return JSONResponse({"object": "list", "model": model, "data": data})
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        created = int(time.time())
+        entries = [
+            {"id": name, "object": "model", "created": created, "owned_by": "ir3de"} for name in decider.meta_models
+        ]
+        entries += [
+            {"id": name, "object": "model", "created": created, "owned_by": "ir3de", "parent": decider.meta_models[0]}
+            for name in decider.router.expert_names
+        ]
+        return JSONResponse({"object": "list", "data": entries})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "backend": backend.kind, "experts": decider.router.expert_names})
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+class _Guard:
+    """Auth and the declared body size, checked before a handler reads anything (plain ASGI, no per-request
+    stream wrapping as with ``@app.middleware``: this runs on every request)."""
+
+    def __init__(self, app: ASGIApp, settings: ServeSettings, refuse: Callable[[ServeError], JSONResponse]) -> None:
+        self.app = app
+        self.settings = settings
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.refuse(refusal)(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> ServeError | None:
+        headers = Headers(scope=scope)
+        key = self.settings.api_key
+        if key is not None and scope["path"] != "/health":
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), key.encode()):
+                return ServeError(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
+            return _too_large(int(declared), self.settings.max_request_bytes)
+        return None
+
+
+def _routed(decision: Decision, texts: list[str]) -> str | None:
+    return texts[0] if decision.reason == "routed" else None
+
+
+def _too_large(size: int, limit: int) -> ServeError:
+    return ServeError(413, f"The request body has {size} bytes, over this server's limit of {limit} bytes.")
+
+
+def _validation_message(error: ValidationError) -> str:
+    """``"messages.0.role: Input should be 'system', ... (got 'robot')"``: each problem on one line, joined."""
+    problems = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append(f"{where}: {item['msg']}")
+    return "Invalid request: " + "; ".join(problems) + "."
+
+
+def _validation_param(error: ValidationError) -> str | None:
+    first = error.errors(include_url=False)
+    return ".".join(str(part) for part in first[0]["loc"]) if first and first[0]["loc"] else None

@@ -1,0 +1,241 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The local backend: the router's own `ExpertPool` answers, one generation at a time on one worker thread, with
+micro-batching: requests with the same sampling settings that arrive within ``batch_wait_ms`` of the first share one
+batched ``generate`` call (up to ``max_batch_size`` prompts) when they go to the same expert, or, when the router
+chose their experts from exactly the prompt text, to adapters of one base model (``router.generate`` routes them
+again, to the same experts, and runs them as one mixed-adapter batch).
+
+One thread owns the pool, so experts are loaded, switched and unloaded by one caller (peft's active adapter is
+global state of the shared base model); the event loop only routes and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ServeError
+from . import Answer, Delta, Job
+
+if TYPE_CHECKING:
+    from ...modeling_ir3de import IR3DERouterModel
+
+__all__ = ["LocalBackend"]
+
+_DONE = object()
+
+
+@dataclass
+class _Pending:
+    """A job waiting for the worker, and where its result goes (a future, or a queue of stream pieces)."""
+
+    job: Job
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Answer] | None = None
+    pieces: asyncio.Queue[Any] | None = None
+    key: tuple[Any, ...] = ()
+
+
+class LocalBackend:
+    """Answers jobs with ``router.generate`` / ``router.generate_stream``, on the experts the server decided."""
+
+    kind = "local"
+
+    def __init__(self, router: IR3DERouterModel, *, max_batch_size: int = 8, batch_wait_ms: float = 10.0) -> None:
+        if max_batch_size < 1 or batch_wait_ms < 0:
+            raise ValueError(
+                f"max_batch_size must be >= 1 and batch_wait_ms >= 0, got {max_batch_size} and {batch_wait_ms}."
+            )
+        self.router = router
+        self.max_batch_size = max_batch_size
+        self.batch_wait = batch_wait_ms / 1000
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._held: deque[_Pending] = deque()  # taken from the queue while batching another key
+        self._worker = threading.Thread(target=self._work, name="ir3de-serve-local", daemon=True)
+        self._worker.start()
+
+    async def complete(self, job: Job) -> Answer:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(job, loop, future=loop.create_future())
+        self._queue.put(pending)
+        assert pending.future is not None
+        return await pending.future
+
+    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(job, loop, pieces=asyncio.Queue())
+        self._queue.put(pending)
+        assert pending.pieces is not None
+        while (piece := await pending.pieces.get()) is not _DONE:
+            if isinstance(piece, BaseException):
+                raise piece
+            yield piece
+
+    async def aclose(self) -> None:
+        self._queue.put(None)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        while (first := self._held.popleft() if self._held else self._queue.get()) is not None:
+            self._set_key(first)
+            if first.pieces is not None:
+                self._run_stream(first)
+            else:
+                self._run_batch(self._collect(first))
+
+    def _collect(self, first: _Pending) -> list[_Pending]:
+        """``first`` and the jobs with its key that are waiting or arrive within the batch window."""
+        batch = [first]
+        for pending in list(self._held):
+            if len(batch) < self.max_batch_size and pending.key == first.key and pending.pieces is None:
+                self._held.remove(pending)
+                batch.append(pending)
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                arrived = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                break
+            if arrived is None:
+                self._queue.put(None)  # shut down once this batch is answered
+                break
+            self._set_key(arrived)
+            if arrived.key == first.key and arrived.pieces is None:
+                batch.append(arrived)
+            else:
+                self._held.append(arrived)
+        return batch
+
+    def _set_key(self, pending: _Pending) -> None:
+        """Jobs with equal keys can share a ``generate`` call: one expert, or (re-routed) one base model's adapters;
+        always the same template choice and sampling. Computed here: only this thread touches the pool."""
+        job = pending.job
+        target: object = job.expert
+        if _rerouted(job):
+            with contextlib.suppress(ValueError):  # an expert without a model: `_run_batch` refuses it
+                target = self.router.expert_pool.batch_key(job.expert)
+        pending.key = (target, _template_choice(job), tuple(sorted(_sampling(job).items())))
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        self.batch_sizes[len(batch)] += 1
+        job = batch[0].job
+        try:
+            tokenizer = self.router.expert_pool.get(job.expert).tokenizer
+            prompts = [_prompt(tokenizer, pending.job) for pending in batch]
+            forced = {} if _rerouted(job) else {"expert": job.expert}
+            answers = self.router.generate(
+                prompts,
+                use_chat_template=_template_choice(job),
+                batch_size=len(batch),
+                max_new_tokens=job.max_tokens,
+                **forced,
+                **_sampling(job),
+            )
+            if [answer.expert for answer in answers] != [pending.job.expert for pending in batch]:
+                raise RuntimeError("routing the prompts again chose other experts than the server did")
+            results: list[Answer | BaseException] = [
+                _answer(tokenizer, pending.job, prompt, answer.text)
+                for pending, prompt, answer in zip(batch, prompts, answers, strict=True)
+            ]
+        except Exception as error:  # handed to each waiting request, never lost in the thread
+            results = [_refusal(error)] * len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            pending.loop.call_soon_threadsafe(_settle, pending.future, result)
+
+    def _run_stream(self, pending: _Pending) -> None:
+        job = pending.job
+        assert pending.pieces is not None
+        put = pending.pieces.put_nowait
+        try:
+            tokenizer = self.router.expert_pool.get(job.expert).tokenizer
+            prompt = _prompt(tokenizer, job)
+            stream = self.router.generate_stream(
+                prompt,
+                expert=job.expert,
+                use_chat_template=_template_choice(job),
+                max_new_tokens=job.max_tokens,
+                **_sampling(job),
+            )
+            text = ""
+            for chunk in stream:
+                text += chunk
+                pending.loop.call_soon_threadsafe(put, Delta(chunk))
+            finish = _answer(tokenizer, job, prompt, text).finish_reason
+            pending.loop.call_soon_threadsafe(put, Delta("", finish))
+        except Exception as error:  # raised in the request's coroutine
+            pending.loop.call_soon_threadsafe(put, _refusal(error))
+        pending.loop.call_soon_threadsafe(put, _DONE)
+
+
+def _settle(future: asyncio.Future[Answer] | None, result: Answer | BaseException) -> None:
+    if future is None or future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _refusal(error: Exception) -> Exception:
+    """Bad generation settings (max_tokens beyond the expert's context...) are the client's to fix: 400."""
+    return ServeError(400, str(error), param="max_tokens") if isinstance(error, ValueError) else error
+
+
+def _rerouted(job: Job) -> bool:
+    """Whether ``generate`` may route the job's prompt itself: it is exactly the text the router chose its expert
+    from (a routed text completion, or a routed chat of one user message), so routing it again picks that expert."""
+    if job.routed_text is None:
+        return False
+    if job.messages is None:
+        return job.prompt == job.routed_text
+    return _template_choice(job) is None and job.messages[0]["content"] == job.routed_text
+
+
+def _template_choice(job: Job) -> bool | None:
+    """``use_chat_template`` for `generate`: a lone user turn lets it template as it always does; a longer chat is
+    rendered here (see `_prompt`); a text completion is sent as it is."""
+    if job.messages is None:
+        return False
+    return None if len(job.messages) == 1 and job.messages[0]["role"] == "user" else False
+
+
+def _prompt(tokenizer: Any, job: Job) -> str:
+    """The text handed to `generate`: the completion prompt, the lone user message, or the whole chat rendered with
+    the expert tokenizer's chat template (its messages' text joined by blank lines when it has none)."""
+    if job.messages is None:
+        assert job.prompt is not None
+        return job.prompt
+    if _template_choice(job) is None:
+        return job.messages[0]["content"]
+    if getattr(tokenizer, "chat_template", None):
+        rendered: str = tokenizer.apply_chat_template(job.messages, tokenize=False, add_generation_prompt=True)
+        return rendered
+    return "\n\n".join(message["content"] for message in job.messages)
+
+
+def _sampling(job: Job) -> dict[str, Any]:
+    """Greedy decoding unless a temperature above 0 is asked for (then ``top_p`` applies too)."""
+    if not job.temperature:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p or 1.0}
+
+
+def _answer(tokenizer: Any, job: Job, prompt: str, text: str) -> Answer:
+    """Token counts by the expert's tokenizer (the completion re-tokenized from its text)."""
+    if _template_choice(job) is None and getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    completion_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    finish = "length" if completion_tokens >= job.max_tokens else "stop"
+    return Answer(text, prompt_tokens, completion_tokens, finish)

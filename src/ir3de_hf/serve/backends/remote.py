@@ -1,0 +1,169 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The remote backend: each expert is a model on an OpenAI-compatible server (vLLM serving one LoRA adapter per
+expert, another ``ir3de serve``...). The client's request is forwarded with ``model`` set to the expert's served
+model name; answers and streams come back through one pooled httpx client per expert.
+
+Connection failures, timeouts and 502/503/504 answers are retried (before any streamed byte); an expert whose server
+stays unreachable gives 503 for the requests routed to it, the other experts keep answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import ServeError
+from . import Answer, Delta, Job
+
+__all__ = ["RemoteBackend", "RemoteExpert", "parse_expert_url"]
+
+_RETRIED_STATUSES = (502, 503, 504)
+
+
+@dataclass(frozen=True)
+class RemoteExpert:
+    """Where expert ``name`` is served: an OpenAI base URL (``http://host:8000/v1``) and the served model name."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+
+def parse_expert_url(value: str, api_key: str | None = None) -> tuple[str, RemoteExpert]:
+    """``NAME=BASE_URL[:MODEL]`` -> ``(NAME, RemoteExpert)``; the model defaults to NAME (vLLM's adapter name).
+
+    ``http://h:8000/v1:legal-lora`` serves model ``legal-lora``; in ``http://h:8000`` the ``8000`` is a port.
+    """
+    name, sep, rest = value.partition("=")
+    if not sep or not name or not rest.startswith(("http://", "https://")):
+        raise ValueError(f"expected NAME=BASE_URL[:MODEL] with an http(s) URL, got {value!r}")
+    base, colon, model = rest.rpartition(":")
+    if not colon or "/" in model or model.isdigit() or base in ("http", "https"):
+        base, model = rest, name
+    return name, RemoteExpert(base.rstrip("/"), model, api_key)
+
+
+class RemoteBackend:
+    """One `httpx.AsyncClient` per expert, with ``timeout`` seconds per request and ``retries`` extra attempts."""
+
+    kind = "remote"
+
+    def __init__(self, experts: Mapping[str, RemoteExpert], *, timeout: float = 600.0, retries: int = 2) -> None:
+        self.experts = dict(experts)
+        self.retries = retries
+        self._clients = {
+            name: httpx.AsyncClient(
+                base_url=expert.base_url,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                headers={"Authorization": f"Bearer {expert.api_key}"} if expert.api_key else None,
+            )
+            for name, expert in self.experts.items()
+        }
+
+    async def complete(self, job: Job) -> Answer:
+        path, body = self._request(job, stream=False)
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._clients[job.expert].post(path, json=body)
+            except httpx.TransportError as error:
+                failure: str = _describe(error)
+            else:
+                if response.status_code not in _RETRIED_STATUSES:
+                    return _answer(job, self._checked(job.expert, response))
+                failure = f"it answered {response.status_code}"
+            await _backoff(attempt, self.retries)
+        raise self._unavailable(job.expert, failure)
+
+    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+        path, body = self._request(job, stream=True)
+        for attempt in range(self.retries + 1):
+            started = False
+            try:
+                async with self._clients[job.expert].stream("POST", path, json=body) as response:
+                    if response.status_code in _RETRIED_STATUSES:
+                        failure = f"it answered {response.status_code}"
+                    else:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            self._checked(job.expert, response)
+                        async for delta in _deltas(response, chat=job.messages is not None):
+                            started = True
+                            yield delta
+                        return
+            except httpx.TransportError as error:
+                if started:
+                    raise self._unavailable(job.expert, f"the stream broke off ({_describe(error)})") from error
+                failure = _describe(error)
+            await _backoff(attempt, self.retries)
+        raise self._unavailable(job.expert, failure)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+
+    def _request(self, job: Job, stream: bool) -> tuple[str, dict[str, Any]]:
+        body = {**job.body, "model": self.experts[job.expert].model, "stream": stream}
+        body.pop("stream_options", None)
+        return ("/chat/completions" if job.messages is not None else "/completions"), body
+
+    def _checked(self, name: str, response: httpx.Response) -> dict[str, Any]:
+        """The answer's JSON, or the expert server's refusal passed on with its status and message."""
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code >= 400:
+            error = payload.get("error") if isinstance(payload, dict) else None
+            detail = error.get("message") if isinstance(error, dict) else response.text[:200]
+            raise ServeError(response.status_code, f"Expert {name!r}'s server refused the request: {detail}")
+        if not isinstance(payload, dict) or not payload.get("choices"):
+            raise self._unavailable(name, "it answered something that is not an OpenAI completion")
+        return payload
+
+    def _unavailable(self, name: str, why: str) -> ServeError:
+        url = self.experts[name].base_url
+        return ServeError(
+            503,
+            f"Expert {name!r} is unavailable: its server {url} failed ({why}) after {self.retries + 1} attempt(s); "
+            "the other experts still answer.",
+            code="expert_unavailable",
+        )
+
+
+async def _backoff(attempt: int, retries: int) -> None:
+    if attempt < retries:
+        await asyncio.sleep(0.1 * 2**attempt)
+
+
+def _describe(error: httpx.TransportError) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _answer(job: Job, payload: dict[str, Any]) -> Answer:
+    choice = payload["choices"][0]
+    text = (choice.get("message") or {}).get("content") if job.messages is not None else choice.get("text")
+    usage = payload.get("usage") or {}
+    return Answer(
+        text or "",
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        choice.get("finish_reason") or "stop",
+    )
+
+
+async def _deltas(response: httpx.Response, chat: bool) -> AsyncIterator[Delta]:
+    """The text pieces of an OpenAI server-sent-event stream, up to ``data: [DONE]``."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        chunk = json.loads(data)
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            yield Delta(text or "", choice.get("finish_reason"))

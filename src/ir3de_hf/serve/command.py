@@ -1,0 +1,122 @@
+# Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
+"""The ``ir3de serve`` arguments and their run; imports only the standard library until the server starts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..modeling_ir3de import IR3DERouterModel
+    from .backends import Backend
+
+__all__ = ["API_KEY_ENV", "configure", "router_name", "serve"]
+
+API_KEY_ENV = "IR3DE_EXPERT_API_KEY"  # bearer token sent to remote expert servers, when they need one
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _milliseconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, got {value!r}")
+    return number
+
+
+def _expert_url(value: str) -> tuple[str, Any]:
+    from .backends.remote import parse_expert_url
+
+    try:
+        return parse_expert_url(value, os.environ.get(API_KEY_ENV))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from .decision import ROUTE_ON
+
+    parser.add_argument("router", help="a saved router (directory or Hub id), or 'demo' for the demo router")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=_count, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--backend", choices=("local",), default="local", help="local: the router's experts answer in-process"
+    )
+    where.add_argument(
+        "--expert-url",
+        dest="expert_urls",
+        metavar="NAME=BASE_URL[:MODEL]",
+        type=_expert_url,
+        action="append",
+        help="expert NAME is served by an OpenAI-compatible server (vLLM...) at BASE_URL (e.g. "
+        "http://127.0.0.1:8001/v1) as MODEL (default NAME); give one per expert. Key: $" + API_KEY_ENV,
+    )
+    parser.add_argument(
+        "--route-on", choices=ROUTE_ON, default="last_user", help="chat text that is routed (default last_user)"
+    )
+    parser.add_argument("--fallback-expert", help="expert that answers prompts the router is not confident about")
+    parser.add_argument("--max-batch-size", type=_count, default=8, help="local: prompts per batched generate (8)")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=_milliseconds,
+        default=10.0,
+        help="local: how long a batch waits for more requests (10)",
+    )
+    parser.add_argument("--max-tokens-limit", type=_count, default=1024, help="largest max_tokens accepted (1024)")
+    parser.add_argument("--max-request-bytes", type=_count, default=1_000_000, help="largest request body (1 MB)")
+    parser.add_argument("--timeout", type=_count, default=600, help="remote: seconds per expert request (600)")
+    parser.add_argument("--retries", type=int, choices=range(6), default=2, help="remote: extra attempts (2)")
+
+
+def router_name(argument: str) -> str:
+    """The name clients may use besides ``ir3de`` to route: a Hub id as given, a directory's own name."""
+    path = Path(argument)
+    return path.name if path.is_dir() else argument
+
+
+def serve(router: IR3DERouterModel, args: argparse.Namespace) -> int:
+    """Builds the backend and the app, then serves until interrupted."""
+    import uvicorn
+
+    from .app import ServeSettings, create_app
+    from .decision import Decider
+
+    decider = Decider(router, name=router_name(args.router), fallback_expert=args.fallback_expert)
+    settings = ServeSettings(
+        api_key=args.api_key,
+        route_on=args.route_on,
+        max_request_bytes=args.max_request_bytes,
+        max_tokens_limit=args.max_tokens_limit,
+    )
+    app = create_app(decider, _backend(router, args), settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _backend(router: IR3DERouterModel, args: argparse.Namespace) -> Backend:
+    if not args.expert_urls:
+        from .backends.local import LocalBackend
+
+        return LocalBackend(router, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms)
+    from .backends.remote import RemoteBackend
+
+    experts = dict(args.expert_urls)
+    unknown = sorted(set(experts) - set(router.expert_names))
+    missing = [name for name in router.expert_names if name not in experts]
+    if unknown or missing:
+        raise ValueError(
+            f"--expert-url must name each expert of the router once ({', '.join(router.expert_names)}); "
+            + (f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}")
+        )
+    return RemoteBackend(experts, timeout=args.timeout, retries=args.retries)
