@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ir3de_hf.data import load_benchmark
 from ir3de_hf.demo import load_demo_router
+from prompts import prompts_by_domain
 
 
 def timed(fn) -> tuple[float, object]:
@@ -38,15 +38,8 @@ def main() -> None:
     args = parser.parse_args()
 
     router = load_demo_router()
-    tokenizer = router.tokenizer
-    test = load_benchmark()["test"]
-    by_domain: dict[str, list[str]] = {}
-    for text, domain in zip(test["text"], test["domain"], strict=True):
-        by_domain.setdefault(domain, []).append(text)
-    rows = [by_domain[d][i] for i in range(args.prompts) for d in by_domain][: args.prompts]
-    prompts = [
-        tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][: args.prompt_tokens]) for t in rows
-    ]
+    by_domain = prompts_by_domain(router.tokenizer, args.prompt_tokens)
+    prompts = [by_domain[d][i] for i in range(args.prompts) for d in by_domain][: args.prompts]
     greedy = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "do_sample": False}
     batch = len(prompts)
 

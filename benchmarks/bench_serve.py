@@ -32,11 +32,11 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from ir3de_hf.data import load_benchmark
 from ir3de_hf.demo import load_demo_router
 from ir3de_hf.serve.app import ServeSettings, create_app
 from ir3de_hf.serve.backends.local import LocalBackend
 from ir3de_hf.serve.decision import Decider
+from prompts import prompts_by_domain
 
 
 class Served:
@@ -260,12 +260,7 @@ def main() -> None:
     args = parser.parse_args()
 
     router = load_demo_router()
-    tokenizer = router.tokenizer
-    test = load_benchmark()["test"]
-    by_domain: dict[str, list[str]] = {}
-    for text, domain in zip(test["text"], test["domain"], strict=True):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.prompt_tokens]
-        by_domain.setdefault(domain, []).append(tokenizer.decode(ids))
+    by_domain = prompts_by_domain(router.tokenizer, args.prompt_tokens)
     mixed = [by_domain[domain][i] for i in range(64) for domain in sorted(by_domain)]
     workloads = {"mixed": mixed, "single": by_domain["legal"][:64]}
     for name in router.expert_names:  # load the shared base and every adapter before timing

@@ -27,6 +27,7 @@ from router_snapshots import RouterHolder
 
 from ir3de_hf import ExpertSpec, IR3DERouterModel
 from ir3de_hf._hub_files import local_path_or_hub_id
+from ir3de_hf.generation import chat_prompt
 
 __all__ = [
     "DEFAULT_MIN_MARGIN",
@@ -225,7 +226,7 @@ def _stream(
     sampling: dict[str, Any],
 ) -> Generator[str, None, None]:
     """Streams expert ``name``'s answer to ``conversation`` (user and assistant turns, the last one the user's),
-    through the expert tokenizer's chat template when it has one (else the last message alone)."""
+    turned into one prompt as the server does it (`chat_prompt`)."""
     with _GENERATION:
         with holder.loading:  # load (or find) the expert's model while no snapshot is being cloned
             pool = router.expert_pool
@@ -238,12 +239,7 @@ def _stream(
                 f"max_new_tokens={limit} does not fit: expert {name!r} has a context of {context} tokens, which "
                 f"must hold the prompt too; ask for at most {context - 1} new tokens."
             )
-        tokenizer = loaded.tokenizer
-        if len(conversation) > 1 and getattr(tokenizer, "chat_template", None):
-            prompt = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-            templated: bool | None = False  # the conversation is rendered already
-        else:
-            prompt, templated = conversation[-1]["content"], None  # generate_stream's own choice
+        prompt, templated = chat_prompt(loaded.tokenizer, conversation)
         stream = router.generate_stream(
             prompt, expert=name, max_new_tokens=limit, use_chat_template=templated, **sampling
         )

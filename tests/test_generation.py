@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 import torch
+
+from ir3de_hf.generation import chat_prompt
 
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
 
@@ -72,6 +75,19 @@ def test_forcing_an_expert(routed):
     assert results[0].text == _direct(routed, "legal", [PROMPTS["code"]])[0]
 
 
+def test_a_list_names_each_prompts_expert_and_mixed_experts_answer_in_one_call(routed):
+    prompts = [PROMPTS["code"], PROMPTS["code"], PROMPTS["legal"], PROMPTS["docs"]]
+    experts = ["legal", "code", "docs", "legal"]  # two of them not the expert the router would choose
+    results = routed.generate(prompts, expert=experts, **GREEDY)
+    assert [(r.prompt, r.expert, r.reason) for r in results] == [
+        (prompt, name, "forced") for prompt, name in zip(prompts, experts, strict=True)
+    ]
+    assert all(math.isnan(r.margin) and math.isnan(r.confidence) for r in results)
+    for prompt, result in zip(prompts, results, strict=True):  # legal and docs shared one mixed-adapter batch
+        assert result.text == _direct(routed, result.expert, [prompt])[0]
+    assert results[0].text != results[1].text, "the same prompt on two experts must differ, or this proves nothing"
+
+
 def test_fallback_when_unsure_or_without_evidence(routed):
     unsure = routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=1.01, **GREEDY)
     assert (unsure[0].expert, unsure[0].reason) == ("docs", "fallback")
@@ -91,6 +107,15 @@ def test_fallback_when_unsure_or_without_evidence(routed):
         ([3], {}, TypeError, "Prompt 0 is a int"),
         (["fine"], {"expert": "nope"}, ValueError, "No expert named 'nope'"),
         (["fine"], {"fallback_expert": "nope"}, ValueError, "No expert named 'nope'"),
+        (["fine", "also fine"], {"expert": ["code"]}, ValueError, r"names 1 experts for 2 prompts; give one name per"),
+        (
+            ["fine", "also fine"],
+            {"expert": ["code", "nope"]},
+            ValueError,
+            r"No expert named 'nope'.*\(in expert\[1\]\)",
+        ),
+        (["fine", "also fine"], {"expert": ["code", 7]}, TypeError, r"expert\[1\] must be an expert's name \(a str\)"),
+        (["fine"], {"expert": 7}, TypeError, "expert must be an expert's name or a list of names, got a int"),
     ],
 )
 def test_bad_prompts_are_clear_errors(routed, prompts, kwargs, error, message):
@@ -172,3 +197,29 @@ def test_batch_size_below_one_or_not_an_int_is_refused(routed, no_expert_generat
     with pytest.raises(ValueError, match=rf"batch_size must be an integer >= 1, got {re.escape(repr(value))}"):
         routed.generate([PROMPTS["code"]], batch_size=value, **GREEDY)
     assert routed.expert_pool.loaded == []
+
+
+def test_chat_prompt_is_one_rule_for_lone_turns_and_chats(word_tokenizer):
+    chat = [
+        {"role": "user", "content": "What does clause 4 say?"},
+        {"role": "assistant", "content": "It limits liability."},
+        {"role": "user", "content": "And clause 5?"},
+    ]
+    assert chat_prompt(word_tokenizer, chat[:1]) == ("What does clause 4 say?", None)  # generate templates it
+    assert chat_prompt(word_tokenizer, chat) == (
+        "What does clause 4 say?\n\nIt limits liability.\n\nAnd clause 5?",
+        False,
+    )  # no chat template: the turns joined by blank lines
+    word_tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    assert chat_prompt(word_tokenizer, chat[:1]) == ("What does clause 4 say?", None)
+    expected = "<user>What does clause 4 say?\n<assistant>It limits liability.\n<user>And clause 5?\n<assistant>"
+    assert chat_prompt(word_tokenizer, chat) == (expected, False)
+    assert chat_prompt(word_tokenizer, [{"role": "system", "content": "Be brief."}]) == (
+        "<system>Be brief.\n<assistant>",
+        False,
+    )
+    with pytest.raises(ValueError, match="No messages given"):
+        chat_prompt(word_tokenizer, [])

@@ -350,6 +350,50 @@ def test_fifty_concurrent_requests_are_batched_and_answer_as_sequential_ones(ser
     assert max(batches) > 1  # requests for one expert shared generate calls
 
 
+def test_forced_routed_and_multi_turn_requests_for_one_base_share_a_window(router_dir, reference):
+    """Adapters of one base in one batch window: the backend passes each job's expert to `generate` (no re-routing),
+    one call per template choice; a request with another max_tokens is answered on its own, at its own limit."""
+    backend = LocalBackend(IR3DERouterModel.from_pretrained(router_dir), max_batch_size=8, batch_wait_ms=500)
+    server, _ = _serve(router_dir, backend=backend)
+    turns = [
+        {"role": "user", "content": PROMPTS["code"]},
+        {"role": "assistant", "content": "It encodes."},
+        {"role": "user", "content": PROMPTS["legal"]},
+    ]
+    chat = {"max_tokens": TOKENS, "temperature": 0}
+    requests = [
+        ("chat/completions", {"model": "legal", "messages": [{"role": "user", "content": PROMPTS["docs"]}], **chat}),
+        ("chat/completions", {"model": "docs", "messages": turns, **chat}),
+        ("completions", {"model": "ir3de", "prompt": PROMPTS["legal"], **chat}),
+        ("completions", {"model": "docs", "prompt": PROMPTS["legal"], "max_tokens": 2, "temperature": 0}),
+    ]
+    expected = [
+        _expected(reference, PROMPTS["docs"], "legal"),
+        _expected(reference, "\n\n".join(turn["content"] for turn in turns), "docs", use_chat_template=False),
+        _expected(reference, PROMPTS["legal"], "legal", use_chat_template=False),
+        reference.generate(PROMPTS["legal"], expert="docs", max_new_tokens=2, do_sample=False)[0].text,
+    ]
+
+    async def all_at_once() -> list[dict]:
+        async with httpx.AsyncClient(base_url=f"{server.url}/v1", timeout=60) as client:
+            answers = await asyncio.gather(*(client.post(f"/{path}", json=body) for path, body in requests))
+        return [answer.json() for answer in answers]
+
+    try:  # the first routing is slow (warm-up): route once first, so that the four requests arrive together
+        httpx.post(f"{server.url}/v1/route", json={"input": PROMPTS["legal"]}, timeout=60).raise_for_status()
+        answers = asyncio.run(all_at_once())
+    finally:
+        server.stop()
+    choices = [answer["choices"][0] for answer in answers]
+    texts = [choice["message"]["content"] if "message" in choice else choice["text"] for choice in choices]
+    assert [answer["model"] for answer in answers] == ["legal", "docs", "legal", "docs"]
+    assert [answer["ir3de"]["reason"] for answer in answers] == ["forced", "forced", "routed", "forced"]
+    assert texts == expected
+    # the lone user turn (templated by generate) alone, the multi-turn chat and the routed completion together,
+    # the max_tokens=2 completion alone
+    assert backend.batch_sizes == Counter({1: 2, 2: 1})
+
+
 # ---------------------------------------------------------------------------------------------------- remote
 
 

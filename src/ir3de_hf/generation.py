@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,7 +24,7 @@ from .experts import ExpertPool, LoadedExpert
 if TYPE_CHECKING:
     from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["Decision", "RoutedGeneration", "RoutedStream", "decide", "generate", "generate_stream"]
+__all__ = ["Decision", "RoutedGeneration", "RoutedStream", "chat_prompt", "decide", "generate", "generate_stream"]
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -32,7 +32,8 @@ DEFAULT_MAX_NEW_TOKENS = 64
 @dataclass
 class RoutedGeneration:
     """One answer: the prompt, the expert that wrote ``text``, the router's margin and why that expert was used;
-    ``confidence`` is the router's top probability (calibrated once `router.calibrate` ran; NaN when forced)."""
+    ``confidence`` is the router's top probability (calibrated once `router.calibrate` ran; NaN when forced, and
+    ``reason`` is ``"forced"`` whenever ``expert=`` named the experts)."""
 
     prompt: str
     expert: str
@@ -70,20 +71,19 @@ def decide(
     router: IR3DERouterModel,
     prompts: Sequence[str],
     *,
-    expert: str | None = None,
+    expert: str | Sequence[str] | None = None,
     fallback_expert: str | None = None,
     min_margin: float | None = None,
 ) -> list[Decision]:
-    """One [`Decision`] per prompt: the forced expert, the routed one, or the fallback when the router is not
-    ``confident`` (no evidence, or a top probability under ``config.min_confidence``) or its margin is under
-    ``min_margin``."""
+    """One [`Decision`] per prompt: the forced expert (``expert=``: one name for all prompts, or a list with one
+    name per prompt), the routed one, or the fallback when the router is not ``confident`` (no evidence, or a top
+    probability under ``config.min_confidence``) or its margin is under ``min_margin``."""
     _check_prompts(prompts)
     _check_min_margin(min_margin)
-    for name in (expert, fallback_expert):
-        if name is not None and name not in router.expert_names:
-            raise ValueError(f"No expert named {name!r}; the router's experts are: {', '.join(router.expert_names)}.")
+    if fallback_expert is not None:
+        _check_expert(router, fallback_expert, "fallback_expert")
     if expert is not None:
-        return [Decision(expert, float("nan"), "forced", float("nan"))] * len(prompts)
+        return [Decision(name, float("nan"), "forced", float("nan")) for name in _forced(router, expert, len(prompts))]
     routed = router.route(list(prompts), token_details=False)
     assert routed.expert_names is not None and routed.margins is not None and routed.no_evidence is not None
     assert routed.probabilities is not None and routed.confident is not None
@@ -116,7 +116,7 @@ def generate(
     pool: ExpertPool,
     prompts: str | Sequence[str],
     *,
-    expert: str | None = None,
+    expert: str | Sequence[str] | None = None,
     fallback_expert: str | None = None,
     min_margin: float | None = None,
     use_chat_template: bool | None = None,
@@ -125,8 +125,10 @@ def generate(
 ) -> list[RoutedGeneration]:
     """Routes ``prompts`` and lets each chosen expert answer its group in batches of ``batch_size``.
 
-    Prompts routed to different adapters of one base model share batches (peft mixed-adapter batches), so a routed
-    batch costs about what the same batch costs on a single expert.
+    ``expert=`` skips routing: one name forces that expert for every prompt, a list names each prompt's expert (as
+    long as ``prompts``; a server that routed the prompts itself passes its choices). Prompts for different adapters
+    of one base model share batches (peft mixed-adapter batches), so a routed batch costs about what the same batch
+    costs on a single expert.
 
     ``use_chat_template`` (default: when the expert's tokenizer has one) wraps each prompt as a user turn. Prompts
     longer than the expert's context minus ``max_new_tokens`` are truncated from the left (the end is kept).
@@ -197,6 +199,29 @@ def generate_stream(
     return RoutedStream(prompt, name, margin, reason, iter(streamer), confidence)
 
 
+def chat_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> tuple[str, bool | None]:
+    """The text to hand `generate` for a chat (``[{"role": ..., "content": ...}]``) and the ``use_chat_template``
+    to pass with it: the one rule the server and the Space follow.
+
+    A lone user turn is ``(its text, None)``: `generate` templates it as it templates any prompt. A longer chat is
+    rendered with the tokenizer's chat template, ``(rendered, False)``; without a template its messages' text is
+    joined by blank lines, ``(joined, False)``.
+    """
+    if not messages:
+        raise ValueError("No messages given; a chat needs at least one message.")
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"], None
+    if getattr(tokenizer, "chat_template", None):
+        return _rendered(tokenizer, messages), False
+    return "\n\n".join(message["content"] for message in messages), False
+
+
+def _rendered(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+    """``messages`` through the tokenizer's chat template, ending with the assistant's turn to answer."""
+    text: str = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return text
+
+
 def _check_prompts(prompts: Sequence[str]) -> None:
     if not prompts:
         raise ValueError("No prompts given.")
@@ -205,6 +230,34 @@ def _check_prompts(prompts: Sequence[str]) -> None:
             raise TypeError(f"Prompt {index} is a {type(prompt).__name__}, not a string.")
         if not prompt.strip():
             raise ValueError(f"Prompt {index} is empty; there is nothing to route or answer.")
+
+
+def _forced(router: IR3DERouterModel, expert: str | Sequence[str], count: int) -> list[str]:
+    """The expert of each of ``count`` prompts: ``expert`` for all, or the list's names, each checked."""
+    if isinstance(expert, str):
+        _check_expert(router, expert, "expert")
+        return [expert] * count
+    if not isinstance(expert, Sequence):
+        raise TypeError(f"expert must be an expert's name or a list of names, got a {type(expert).__name__}.")
+    names = list(expert)
+    if len(names) != count:
+        raise ValueError(
+            f"expert= names {len(names)} experts for {count} prompts; give one name per prompt, or one name (a str) "
+            "for all of them."
+        )
+    for index, name in enumerate(names):
+        _check_expert(router, name, f"expert[{index}]")
+    return names
+
+
+def _check_expert(router: IR3DERouterModel, name: object, what: str) -> None:
+    """``what`` names the argument in the message (``"expert[2]"`` for a list's third name)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be an expert's name (a str), got a {type(name).__name__}.")
+    if name not in router.expert_names:
+        raise ValueError(
+            f"No expert named {name!r}; the router's experts are: {', '.join(router.expert_names)} (in {what})."
+        )
 
 
 def _check_count(name: str, value: object) -> None:
@@ -239,12 +292,7 @@ def _encode(
     tokenizer = loaded.tokenizer
     templated = tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
     if templated:
-        prompts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            for prompt in prompts
-        ]
+        prompts = [_rendered(tokenizer, [{"role": "user", "content": prompt}]) for prompt in prompts]
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:

@@ -375,9 +375,9 @@ class IR3DERouterModel(PreTrainedModel):
     def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> list[RoutedGeneration]:
         """Routes ``prompts`` and returns each chosen expert's answer, in input order.
 
-        Keyword arguments: ``expert=`` forces one expert, ``fallback_expert=`` and ``min_margin=`` catch prompts the
-        router is unsure of, ``use_chat_template=``, ``batch_size=``; the rest go to the expert's `generate`
-        (``max_new_tokens``, ``do_sample``...). See [`ir3de_hf.generation.generate`].
+        Keyword arguments: ``expert=`` forces one expert (or a list: each prompt's expert), ``fallback_expert=``
+        and ``min_margin=`` catch prompts the router is unsure of, ``use_chat_template=``, ``batch_size=``; the rest
+        go to the expert's `generate` (``max_new_tokens``, ``do_sample``...). See [`ir3de_hf.generation.generate`].
         """
         return generate(self, self.expert_pool, prompts, **kwargs)
 

@@ -143,9 +143,7 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         (decision,) = decide(chat.model, routed)
         messages = [{"role": message.role, "content": message.text} for message in chat.messages]
         limit = token_limit(chat.token_limit)
-        job = Job(
-            decision.expert, limit, messages, None, chat.temperature, chat.top_p, body, _routed(decision, routed)
-        )
+        job = Job(decision.expert, limit, messages, None, chat.temperature, chat.top_p, body)
         return await answer("chat", job, decision, chat.stream)
 
     @app.post("/v1/completions")
@@ -153,16 +151,7 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         body, completion = await parse(request, CompletionRequest)
         (decision,) = decide(completion.model, [completion.text])
         limit = token_limit(completion.token_limit)
-        job = Job(
-            decision.expert,
-            limit,
-            None,
-            completion.text,
-            completion.temperature,
-            completion.top_p,
-            body,
-            _routed(decision, [completion.text]),
-        )
+        job = Job(decision.expert, limit, None, completion.text, completion.temperature, completion.top_p, body)
         return await answer("completions", job, decision, completion.stream)
 
     @app.post("/v1/route")
@@ -229,10 +218,6 @@ class _Guard:
         if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
             return _too_large(int(declared), self.settings.max_request_bytes)
         return None
-
-
-def _routed(decision: Decision, texts: list[str]) -> str | None:
-    return texts[0] if decision.reason == "routed" else None
 
 
 def _too_large(size: int, limit: int) -> ServeError:

@@ -14,8 +14,7 @@ __all__ = ["Answer", "Backend", "Delta", "Job"]
 class Job:
     """One generation for one expert: a chat (``messages``) or a text completion (``prompt``).
 
-    ``body`` is the client's request as sent (remote backends forward it, with ``model`` replaced). ``routed_text``
-    is the text the router chose ``expert`` from (None when the expert was forced or is the fallback).
+    ``body`` is the client's request as sent (remote backends forward it, with ``model`` replaced).
     """
 
     expert: str
@@ -25,7 +24,6 @@ class Job:
     temperature: float | None = None
     top_p: float | None = None
     body: dict[str, Any] = field(default_factory=dict)
-    routed_text: str | None = None
 
 
 @dataclass(frozen=True)

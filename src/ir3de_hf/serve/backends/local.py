@@ -1,9 +1,9 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """The local backend: the router's own `ExpertPool` answers, one generation at a time on one worker thread, with
-micro-batching: requests with the same sampling settings that arrive within ``batch_wait_ms`` of the first share one
-batched ``generate`` call (up to ``max_batch_size`` prompts) when they go to the same expert, or, when the router
-chose their experts from exactly the prompt text, to adapters of one base model (``router.generate`` routes them
-again, to the same experts, and runs them as one mixed-adapter batch).
+micro-batching: requests with the same sampling settings and ``max_tokens`` that arrive within ``batch_wait_ms`` of the
+first share a batched ``generate`` call (up to ``max_batch_size`` prompts) when they go to the same expert or to
+adapters of one base model (``router.generate`` is given each prompt's expert and runs them as one mixed-adapter
+batch).
 
 One thread owns the pool, so experts are loaded, switched and unloaded by one caller (peft's active adapter is
 global state of the shared base model); the event loop only routes and waits.
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...generation import chat_prompt
 from ..errors import ServeError
 from . import Answer, Delta, Job
 
@@ -116,36 +117,36 @@ class LocalBackend:
         return batch
 
     def _set_key(self, pending: _Pending) -> None:
-        """Jobs with equal keys can share a ``generate`` call: one expert, or (re-routed) one base model's adapters;
-        always the same template choice and sampling. Computed here: only this thread touches the pool."""
+        """Jobs with equal keys can share a ``generate`` call: one expert, or one base model's adapters, and the
+        same sampling and token limit. Computed here: only this thread touches the pool."""
         job = pending.job
         target: object = job.expert
-        if _rerouted(job):
-            with contextlib.suppress(ValueError):  # an expert without a model: `_run_batch` refuses it
-                target = self.router.expert_pool.batch_key(job.expert)
-        pending.key = (target, _template_choice(job), tuple(sorted(_sampling(job).items())))
+        with contextlib.suppress(ValueError):  # an expert without a model: `_run_batch` refuses it
+            target = self.router.expert_pool.batch_key(job.expert)
+        pending.key = (target, job.max_tokens, tuple(sorted(_sampling(job).items())))
 
     def _run_batch(self, batch: list[_Pending]) -> None:
-        self.batch_sizes[len(batch)] += 1
-        job = batch[0].job
+        """One ``generate`` call per template choice in the batch (a lone user turn is templated by ``generate``,
+        a longer chat or a text completion is not), each prompt on the expert the server decided."""
+        jobs = [pending.job for pending in batch]
+        answered: dict[int, Answer] = {}
         try:
-            tokenizer = self.router.expert_pool.get(job.expert).tokenizer
-            prompts = [_prompt(tokenizer, pending.job) for pending in batch]
-            forced = {} if _rerouted(job) else {"expert": job.expert}
-            answers = self.router.generate(
-                prompts,
-                use_chat_template=_template_choice(job),
-                batch_size=len(batch),
-                max_new_tokens=job.max_tokens,
-                **forced,
-                **_sampling(job),
-            )
-            if [answer.expert for answer in answers] != [pending.job.expert for pending in batch]:
-                raise RuntimeError("routing the prompts again chose other experts than the server did")
-            results: list[Answer | BaseException] = [
-                _answer(tokenizer, pending.job, prompt, answer.text)
-                for pending, prompt, answer in zip(batch, prompts, answers, strict=True)
-            ]
+            tokenizer = self.router.expert_pool.get(jobs[0].expert).tokenizer  # one tokenizer per batch key
+            prompts = [_prompt(tokenizer, job) for job in jobs]
+            for templated in dict.fromkeys(choice for _, choice in prompts):
+                rows = [index for index, (_, choice) in enumerate(prompts) if choice is templated]
+                self.batch_sizes[len(rows)] += 1
+                answers = self.router.generate(
+                    [prompts[index][0] for index in rows],
+                    expert=[jobs[index].expert for index in rows],
+                    use_chat_template=templated,
+                    batch_size=len(rows),
+                    max_new_tokens=jobs[0].max_tokens,
+                    **_sampling(jobs[0]),
+                )
+                for index, answer in zip(rows, answers, strict=True):
+                    answered[index] = _answer(tokenizer, jobs[index], *prompts[index], answer.text)
+            results: list[Answer | BaseException] = [answered[index] for index in range(len(batch))]
         except Exception as error:  # handed to each waiting request, never lost in the thread
             results = [_refusal(error)] * len(batch)
         for pending, result in zip(batch, results, strict=True):
@@ -157,11 +158,11 @@ class LocalBackend:
         put = pending.pieces.put_nowait
         try:
             tokenizer = self.router.expert_pool.get(job.expert).tokenizer
-            prompt = _prompt(tokenizer, job)
+            prompt, templated = _prompt(tokenizer, job)
             stream = self.router.generate_stream(
                 prompt,
                 expert=job.expert,
-                use_chat_template=_template_choice(job),
+                use_chat_template=templated,
                 max_new_tokens=job.max_tokens,
                 **_sampling(job),
             )
@@ -169,7 +170,7 @@ class LocalBackend:
             for chunk in stream:
                 text += chunk
                 pending.loop.call_soon_threadsafe(put, Delta(chunk))
-            finish = _answer(tokenizer, job, prompt, text).finish_reason
+            finish = _answer(tokenizer, job, prompt, templated, text).finish_reason
             pending.loop.call_soon_threadsafe(put, Delta("", finish))
         except Exception as error:  # raised in the request's coroutine
             pending.loop.call_soon_threadsafe(put, _refusal(error))
@@ -190,36 +191,13 @@ def _refusal(error: Exception) -> Exception:
     return ServeError(400, str(error), param="max_tokens") if isinstance(error, ValueError) else error
 
 
-def _rerouted(job: Job) -> bool:
-    """Whether ``generate`` may route the job's prompt itself: it is exactly the text the router chose its expert
-    from (a routed text completion, or a routed chat of one user message), so routing it again picks that expert."""
-    if job.routed_text is None:
-        return False
-    if job.messages is None:
-        return job.prompt == job.routed_text
-    return _template_choice(job) is None and job.messages[0]["content"] == job.routed_text
-
-
-def _template_choice(job: Job) -> bool | None:
-    """``use_chat_template`` for `generate`: a lone user turn lets it template as it always does; a longer chat is
-    rendered here (see `_prompt`); a text completion is sent as it is."""
-    if job.messages is None:
-        return False
-    return None if len(job.messages) == 1 and job.messages[0]["role"] == "user" else False
-
-
-def _prompt(tokenizer: Any, job: Job) -> str:
-    """The text handed to `generate`: the completion prompt, the lone user message, or the whole chat rendered with
-    the expert tokenizer's chat template (its messages' text joined by blank lines when it has none)."""
+def _prompt(tokenizer: Any, job: Job) -> tuple[str, bool | None]:
+    """The text handed to `generate` and its ``use_chat_template``: a chat by `chat_prompt`'s rule, a text
+    completion as it is."""
     if job.messages is None:
         assert job.prompt is not None
-        return job.prompt
-    if _template_choice(job) is None:
-        return job.messages[0]["content"]
-    if getattr(tokenizer, "chat_template", None):
-        rendered: str = tokenizer.apply_chat_template(job.messages, tokenize=False, add_generation_prompt=True)
-        return rendered
-    return "\n\n".join(message["content"] for message in job.messages)
+        return job.prompt, False
+    return chat_prompt(tokenizer, job.messages)
 
 
 def _sampling(job: Job) -> dict[str, Any]:
@@ -229,9 +207,10 @@ def _sampling(job: Job) -> dict[str, Any]:
     return {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p or 1.0}
 
 
-def _answer(tokenizer: Any, job: Job, prompt: str, text: str) -> Answer:
-    """Token counts by the expert's tokenizer (the completion re-tokenized from its text)."""
-    if _template_choice(job) is None and getattr(tokenizer, "chat_template", None):
+def _answer(tokenizer: Any, job: Job, prompt: str, templated: bool | None, text: str) -> Answer:
+    """Token counts by the expert's tokenizer (the completion re-tokenized from its text); a prompt `generate`
+    templated itself (``templated`` None) is counted as templated."""
+    if templated is None and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
