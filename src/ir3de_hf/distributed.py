@@ -14,7 +14,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, reduce
 
-__all__ = ["broadcast_from_main", "process_state", "sum_across_processes"]
+__all__ = ["broadcast_from_main", "end_processes", "process_state", "sum_across_processes"]
 
 
 def process_state() -> PartialState:
@@ -44,3 +44,16 @@ def broadcast_from_main(value: Any) -> Any:
     holder = [value]
     broadcast_object_list(holder, from_process=0)
     return holder[0]
+
+
+def end_processes(wait: bool) -> None:
+    """Ends a multi-process run cleanly: waits for every process (``wait``; a process that failed does not) and
+    destroys the process group, whose gloo threads otherwise abort the interpreter at exit (``terminate called
+    without an active exception``) while another process still works. A no-op on one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()

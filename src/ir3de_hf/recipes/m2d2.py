@@ -99,12 +99,16 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    from ..distributed import end_processes
+
     try:
         run(args, command=f"{parser.prog} {shlex.join(_portable(argv))}")
     except _EXPECTED_ERRORS as error:
+        end_processes(wait=False)
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 1
+    end_processes(wait=True)  # the others wait while the main process evaluates and saves
     return 0
 
 
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any] | None:
     histograms, rows, shares = count_train_splits(data, args.domains, budget, vocab_size, ignored)
     watch.lap("count")
     if router is None:
-        return None  # the main process evaluates alone: no collective call follows, so the others are done
+        return None  # the main process evaluates alone: no collective call follows (main() then waits for it)
     sources: dict[str, tuple[str, str | None]] = {d: (str(folders[d]), None) for d in args.domains}
     if repos:
         messages = [f"{e.source_file} as LlamaForCausalLM (ir3de recipe m2d2)" for e in converted]
