@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._figures import save_figure
 from .aggregation import probabilities
 
 if TYPE_CHECKING:
@@ -122,11 +123,7 @@ class CalibrationReport:
             coverage.legend(loc="lower left")
         coverage.set(xlabel="coverage (share routed)", ylabel="accuracy of the routed prompts")
         coverage.set_title("Coverage / accuracy")
-        figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-        return path
+        return save_figure(figure, path)
 
 
 def calibrate(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._figures import save_figure
 from .perplexity import NLLTotal
 
 __all__ = [
@@ -130,11 +131,7 @@ def plot_confusion_matrix(report: RoutingReport, path: str | Path, title: str = 
             if count:
                 axes.text(j, i, str(count), ha="center", va="center", color="white" if shares[i][j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true domain")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
+    return save_figure(figure, path)
 
 
 def perplexity_by_domain(
