@@ -311,14 +311,14 @@ def experts(holder: RouterHolder) -> dict[str, Any]:
     them too). ``source`` is the expert model's Hub id, ``"local"`` for a model on the Space's disk (its path is never
     shown) or ``"text (added here)"``; ``link`` is its Hub page or None."""
     router = holder.current
-    rows = []
+    rows, counts = [], router.store.token_counts()
     for index, spec in enumerate(router.config.expert_specs):
         rows.append(
             {
                 "name": spec.name,
                 "source": public_source(spec.source),
                 "link": hub_link(spec.source, spec.revision),
-                "tokens": int(router.expert_counts[index].sum()),
+                "tokens": counts[index],
                 "can_generate": spec.source is not None,
             }
         )

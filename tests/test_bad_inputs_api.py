@@ -282,15 +282,24 @@ def _config(**values):
     return damage
 
 
+def _only_first_expert_counted(tensors: dict, config: dict) -> None:
+    first = int(tensors["expert_offsets"][1])
+    tensors["expert_offsets"] = torch.tensor([0, first, first])
+    tensors["expert_token_ids"] = tensors["expert_token_ids"][:first].clone()
+    tensors["expert_token_counts"] = tensors["expert_token_counts"][:first].clone()
+
+
 DAMAGE = [
-    ("no expert_counts", _drop("expert_counts"), r"lacks the tensor 'expert_counts'"),
+    ("no token counts", _drop("expert_token_counts"), r"lacks the tensor 'expert_token_counts'"),
+    ("no moments", _drop("moments_a"), r"lacks the tensor 'moments_a'"),
     ("no embedding table", _drop("embed_tokens.weight"), r"lacks the tensor 'embed_tokens\.weight'"),
+    ("an expert without tokens", _only_first_expert_counted, r"no token at all for expert\(s\) \['legal'\]"),
+    ("negative counts", _set("expert_token_counts", lambda t: t - 1000), r"negative token counts"),
     (
-        "an expert without tokens",
-        _set("expert_counts", lambda t: t * torch.tensor([[1], [0]])),
-        r"no token at all for expert\(s\) \['legal'\]",
+        "counts that disagree with the moments",
+        _set("expert_token_counts", lambda t: t * 2),
+        r"moments_a does not match",
     ),
-    ("negative counts", _set("expert_counts", lambda t: t - 1000), r"negative token counts"),
     (
         "NaN in the embedding table",
         _set("embed_tokens.weight", lambda t: t.index_fill(0, torch.tensor([3]), math.nan)),
@@ -302,15 +311,15 @@ DAMAGE = [
         r"NaN or infinite",
     ),
     (
-        "counts of another vocabulary",
-        _set("expert_counts", lambda t: t[:, :-1].contiguous()),
-        r"'expert_counts' is I64 \[2, \d+\] but config\.json needs I64",
+        "ids of another vocabulary",
+        _set("expert_token_ids", lambda t: t + 100_000),
+        r"expert_token_ids holds ids outside the vocabulary",
     ),
-    ("float counts", _set("expert_counts", lambda t: t.float()), r"'expert_counts' is F32 .* needs I64"),
+    ("float counts", _set("expert_token_counts", lambda t: t.float()), r"'expert_token_counts' is F32 .* needs I64"),
     (
         "a third expert in the config",
         _config(experts=[{"name": "code"}, {"name": "legal"}, {"name": "docs"}]),
-        r"'expert_counts' is I64 \[2, \d+\] but config\.json needs I64 \[3",
+        r"'expert_offsets' is I64 \[3\] but config\.json needs I64 \[4\]",
     ),
     (
         "an embedding of another width",

@@ -1,5 +1,6 @@
-"""Routers saved before the statistics store (format 1, `tests/fixtures/router_v1`) load with identical decisions,
-and are written back in format 2 (imported moments with an explicit index)."""
+"""Routers saved by older code load with identical decisions: before the statistics store (format 1,
+`tests/fixtures/router_v1`) and before the scaled store (format 2, `tests/fixtures/router_v2`, 39 experts, one
+imported); both are written back in format 3 (sparse histograms, verified A and B)."""
 
 from __future__ import annotations
 
@@ -47,23 +48,26 @@ def test_a_format_1_router_loads_with_identical_decisions(loader):
     _assert_recorded_decisions(router)
 
 
-def test_a_format_1_router_saved_again_is_format_2_with_the_same_decisions(tmp_path):
+def test_a_format_1_router_saved_again_is_format_3_with_the_same_decisions(tmp_path):
     router = IR3DERouterModel.from_pretrained(FIXTURES / "router_v1")
-    router.save_pretrained(tmp_path / "v2")
-    tensors = load_file(tmp_path / "v2" / "model.safetensors")
-    assert tensors["imported_moments_index"].tolist() == [1]
-    assert json.loads((tmp_path / "v2" / "config.json").read_text())["ir3de_format_version"] == 2
-    _assert_recorded_decisions(IR3DERouterModel.from_pretrained(tmp_path / "v2"))
+    router.save_pretrained(tmp_path / "v3")
+    tensors = load_file(tmp_path / "v3" / "model.safetensors")
+    assert tensors["imported_moments_index"].tolist() == [1] and "expert_counts" not in tensors
+    assert tensors["expert_offsets"].tolist()[1:] == [tensors["expert_offsets"][1]] * 2 + [
+        len(tensors["expert_token_ids"])
+    ]
+    assert json.loads((tmp_path / "v3" / "config.json").read_text())["ir3de_format_version"] == 3
+    _assert_recorded_decisions(IR3DERouterModel.from_pretrained(tmp_path / "v3"))
 
 
 def test_an_index_that_disagrees_with_the_registry_is_refused(tmp_path):
     router = IR3DERouterModel.from_pretrained(FIXTURES / "router_v1")
-    router.save_pretrained(tmp_path / "v2")
-    tensors = load_file(tmp_path / "v2" / "model.safetensors")
+    router.save_pretrained(tmp_path / "v3")
+    tensors = load_file(tmp_path / "v3" / "model.safetensors")
     tensors["imported_moments_index"] = torch.tensor([2])
-    save_file(tensors, tmp_path / "v2" / "model.safetensors", metadata={"format": "pt"})
+    save_file(tensors, tmp_path / "v3" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="imported_moments_index says experts \\[2\\]"):
-        IR3DERouterModel.from_pretrained(tmp_path / "v2")
+        IR3DERouterModel.from_pretrained(tmp_path / "v3")
 
 
 def test_editing_a_format_1_router_keeps_the_imported_expert(tmp_path):
@@ -86,3 +90,31 @@ def test_a_format_1_router_already_on_the_hub_loads_by_repo_id(hub):
     router = IR3DERouterModel.from_pretrained("org/old-router", revision=commit.oid)
     assert router.expert_names == ["code", "legal", "medical"]
     _assert_recorded_decisions(router)
+
+
+V2_RECORDED = json.loads((FIXTURES / "router_v2_decisions.json").read_text())
+
+
+def _assert_v2_decisions(router: IR3DERouterModel) -> None:
+    for method in AGGREGATIONS:
+        router.config.aggregation = method
+        routed = router.route(V2_RECORDED["probe_ids"])
+        expected = V2_RECORDED["decisions"][method]
+        assert routed.expert_ids.tolist() == expected["expert_ids"], method
+        torch.testing.assert_close(routed.logits, torch.tensor(expected["logits"]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("loader", [IR3DERouterModel.from_pretrained, AutoModel.from_pretrained])
+def test_a_format_2_router_loads_with_identical_decisions(loader):
+    assert json.loads((FIXTURES / "router_v2" / "config.json").read_text())["ir3de_format_version"] == 2
+    router = loader(FIXTURES / "router_v2")
+    assert router.num_experts == 39 and router.store.imported_moments("expert_07") is not None
+    assert router.config.naive_bayes_weight == 0.1
+    _assert_v2_decisions(router)
+
+
+def test_a_format_2_router_saved_again_is_format_3_with_the_same_decisions(tmp_path):
+    IR3DERouterModel.from_pretrained(FIXTURES / "router_v2").save_pretrained(tmp_path / "v3")
+    tensors = load_file(tmp_path / "v3" / "model.safetensors")
+    assert "expert_counts" not in tensors and tensors["moments_b"].shape == (39, 11)
+    _assert_v2_decisions(IR3DERouterModel.from_pretrained(tmp_path / "v3"))

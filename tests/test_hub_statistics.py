@@ -111,7 +111,7 @@ def test_moment_statistics_need_the_exact_encoder(fitted, tmp_path):
     twin = empty_twin(fitted)
     twin.add_expert_from_hub(tmp_path)
     assert twin.config.experts == [{"name": "imported", "statistics": "moments"}]
-    assert torch.equal(twin.imported_moments_a[0], fitted.imported_moments_a[0])
+    assert torch.equal(twin.store.imported_moments("imported")[0], fitted.store.imported_moments("imported")[0])
     perturbed = torch.nn.Embedding.from_pretrained(fitted.embed_tokens.weight + 1e-3)
     other = IR3DERouterModel.from_encoder(perturbed, fitted.tokenizer)
     with pytest.raises(StatisticsError, match="were computed with another embedding table"):

@@ -52,8 +52,15 @@ def test_round_trip_keeps_statistics_decisions_and_tokenizer(fitted, domain_text
 def test_saved_files_are_safetensors_and_json_only(fitted, tmp_path, expert_dir):
     fitted.save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
-    assert set(tensors) == {"embed_tokens.weight", "expert_counts"}
-    assert tensors["expert_counts"].dtype == torch.int64
+    assert set(tensors) == {
+        "embed_tokens.weight",
+        "expert_offsets",
+        "expert_token_ids",
+        "expert_token_counts",
+        "moments_a",
+        "moments_b",
+    }
+    assert tensors["expert_token_counts"].dtype == torch.int64 and tensors["moments_a"].dtype == torch.float64
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "ir3de" and config["architectures"] == ["IR3DERouterModel"]
     assert config["experts"][0] == {"name": "code", "source": "./experts/code", "description": "code texts"}

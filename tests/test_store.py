@@ -78,10 +78,10 @@ def test_changing_never_counted_tokens_takes_effect_on_the_next_route(embedding,
 
 def test_a_copy_shares_the_costly_parts_and_edits_stay_apart(embedding, domains):
     router = _router(embedding, {name: domains[name] for name in "abc"})
-    router.route(domains["a"][:2])  # derives the tables and the per-expert moments
+    router.route(domains["a"][:2])  # derives the tables and A
     twin = router.copy()
     assert twin.embed_tokens is router.embed_tokens and twin.tokenizer is router.tokenizer
-    assert twin.store.moments("a")[0] is router.store.moments("a")[0]  # cached, not recomputed
+    assert twin.store.gram is router.store.gram  # shared, not recomputed
     twin.add_expert("d", input_ids=domains["d"])
     twin.remove_expert("a")
     assert router.expert_names == ["a", "b", "c"] and router.store.names == ("a", "b", "c")
@@ -92,14 +92,22 @@ def test_a_copy_shares_the_costly_parts_and_edits_stay_apart(embedding, domains)
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-12)
 
 
-def test_the_buffers_that_are_saved_mirror_the_store(embedding, domains):
+def test_the_saved_tensors_mirror_the_store(embedding, domains):
     router = _router(embedding, {name: domains[name] for name in "ab"})
     router.add_expert("m", moments=router.store.moments("a"))
     router.update_expert("b", input_ids=domains["c"])
-    assert torch.equal(router.expert_counts[1], router.store.histogram("b"))
-    assert not router.expert_counts[2].any() and router.imported_moments_index.tolist() == [2]
+    tensors = router.statistics_tensors()
+    offsets = tensors["expert_offsets"].tolist()
+    assert offsets[2] == offsets[3]  # the imported expert has no histogram entries
+    for position, name in enumerate("ab"):
+        ids = tensors["expert_token_ids"][offsets[position] : offsets[position + 1]].long()
+        counts = tensors["expert_token_counts"][offsets[position] : offsets[position + 1]]
+        histogram = router.store.histogram(name)
+        assert torch.equal(histogram[ids], counts) and int(counts.sum()) == int(histogram.sum())
+    assert tensors["imported_moments_index"].tolist() == [2] and not tensors["moments_b"][2].any()
     router.remove_expert("a")
-    assert router.imported_moments_index.tolist() == [1] and router.expert_counts.shape == (2, VOCAB)
+    tensors = router.statistics_tensors()
+    assert tensors["imported_moments_index"].tolist() == [1] and router.expert_counts.shape == (2, VOCAB)
 
 
 @pytest.mark.slow

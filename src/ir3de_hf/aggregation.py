@@ -21,12 +21,14 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .statistics import token_entropy
 
-__all__ = ["AGGREGATIONS", "Aggregate", "aggregate", "margins", "probabilities"]
+__all__ = ["AGGREGATIONS", "USES_ENTROPY", "Aggregate", "aggregate", "aggregate_rows", "margins", "probabilities"]
 
 AGGREGATIONS = ("majority_vote", "entropy_top_k", "mean", "weighted_mean")
+USES_ENTROPY = ("entropy_top_k", "weighted_mean")  # the rules that read each token's entropy
 
 
 class Aggregate(NamedTuple):
@@ -49,30 +51,62 @@ def aggregate(
 ) -> Aggregate:
     """Aggregates ``token_scores`` (B x L x N) over the ``usable`` tokens (B x L, bool) with ``method``.
 
-    ``token_entropies`` and ``token_votes`` (argmax expert per token), both B x L, may be passed when precomputed
-    (the router looks them up in V-vectors); otherwise they are computed from the scores.
+    ``token_entropies`` and ``token_votes`` (argmax expert per token), both B x L, may be passed when precomputed;
+    otherwise they are computed from the scores. The router itself calls [`aggregate_rows`] on its score table.
     """
+    batch, length, num_experts = token_scores.shape
     if token_votes is None:
         token_votes = token_scores.argmax(dim=-1)
+    if token_entropies is None and method in USES_ENTROPY:
+        token_entropies = token_entropy(token_scores)
+    positions = torch.arange(batch * length, device=token_scores.device).reshape(batch, length)
+    return aggregate_rows(
+        token_scores.reshape(-1, num_experts),
+        positions,
+        usable,
+        method,
+        top_k=top_k,
+        token_entropies=token_entropies,
+        token_votes=token_votes,
+    )
+
+
+def aggregate_rows(
+    table: torch.Tensor,
+    ids: torch.Tensor,
+    usable: torch.Tensor,
+    method: str,
+    *,
+    top_k: int,
+    token_entropies: torch.Tensor | None,
+    token_votes: torch.Tensor,
+) -> Aggregate:
+    """Aggregates the score rows ``table[ids]`` (table V x N, ids B x L) without building the B x L x N tensor.
+
+    Votes need only ``token_votes`` (B x L); the means are one weighted `embedding_bag` over the table's rows, so
+    the work is ``B x L x N`` reads and the memory ``B x N`` at any number of experts. ``token_entropies`` (B x L)
+    is needed by ``entropy_top_k`` and ``weighted_mean``.
+    """
+    num_experts = table.shape[1]
     if method in ("mean", "weighted_mean"):
-        weights = usable.to(token_scores.dtype)
-        num_experts = token_scores.shape[-1]
+        weights = usable.to(table.dtype)
         if method == "weighted_mean" and num_experts > 1:
-            if token_entropies is None:
-                token_entropies = token_entropy(token_scores)
+            assert token_entropies is not None
             weights = weights * (1 - token_entropies / math.log(num_experts)).clamp(min=0)
-        totals = (token_scores * weights[..., None]).sum(dim=1)
+        if ids.shape[1]:
+            totals = F.embedding_bag(ids, table, mode="sum", per_sample_weights=weights)
+        else:
+            totals = table.new_zeros(ids.shape[0], num_experts)
         logits = totals / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
         return Aggregate(logits, _decide(logits, usable.any(dim=1)), usable)
     if method == "majority_vote":
-        return _vote(token_votes, usable, token_scores.shape[-1])
+        return _vote(token_votes, usable, num_experts)
     if method == "entropy_top_k":
-        if token_entropies is None:
-            token_entropies = token_entropy(token_scores)
+        assert token_entropies is not None
         ranked = token_entropies.masked_fill(~usable, float("inf"))
         order = torch.argsort(ranked, dim=1, stable=True)[:, :top_k]
         selected = torch.zeros_like(usable).scatter_(1, order, True) & usable
-        return _vote(token_votes, selected, token_scores.shape[-1])
+        return _vote(token_votes, selected, num_experts)
     raise ValueError(f"Unknown aggregation {method!r}; expected one of {', '.join(AGGREGATIONS)}.")
 
 

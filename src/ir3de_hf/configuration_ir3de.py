@@ -17,7 +17,7 @@ from .aggregation import AGGREGATIONS
 
 __all__ = ["FORMAT_VERSION", "ExpertSpec", "IR3DEConfig"]
 
-FORMAT_VERSION = 2  # 2: imported moments carry an explicit index (format 1 still loads)
+FORMAT_VERSION = 3  # 3: sparse histograms + verified A, B; 2: imported moments carry an index (1 and 2 still load)
 _EXPERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 

@@ -21,14 +21,14 @@ import torch
 from huggingface_hub import CommitInfo
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from typing_extensions import Unpack
 
 from . import persistence
 from ._saving import recover_directory
-from .aggregation import aggregate, margins, probabilities
+from .aggregation import USES_ENTROPY, aggregate_rows, margins, probabilities
 from .calibration import CalibrationReport, calibrate
 from .cards import CardInfo
+from .checkpoint import FORMAT_KEYS, checkpoint_tensors, store_from_checkpoint
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
 from .encoder import encoder_config, referenced_embeddings
 from .experts import ExpertPool, with_adapter_base
@@ -38,19 +38,12 @@ from .outputs import IR3DERouterOutput, merge_outputs
 from .prompts import CHUNK_POSITIONS, PromptBatch
 from .shared_statistics import ExpertStatistics, check_compatible
 from .statistics import normalize_columns
-from .store import (
-    MOMENT_KEYS,
-    RoutingSettings,
-    RoutingTables,
-    checkpoint_tensors,
-    placeholder_store,
-    store_from_checkpoint,
-)
+from .store import ExpertStatisticsStore, RoutingSettings, RoutingTables
 
 __all__ = ["IR3DERouterModel", "IR3DERouterOutput"]
 
-_USES_ENTROPY = ("entropy_top_k", "weighted_mean")
 _REGISTRY_FIELDS = ("source", "revision", "description", "base_model")
+DETAIL_VALUES = 1 << 24  # per-token scores route() returns by default at most (64 MB of float32)
 
 
 class IR3DERouterModel(PreTrainedModel):
@@ -84,7 +77,8 @@ class IR3DERouterModel(PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules: list[str] = []
     _keep_in_fp32_modules_strict = ["embed_tokens"]
-    expert_counts: torch.Tensor
+    # The statistics are read from model.safetensors by `ir3de_hf.checkpoint`, not as parameters.
+    _keys_to_ignore_on_load_unexpected = [rf"^{key}$" for key in FORMAT_KEYS]
 
     def __init__(self, config: IR3DEConfig) -> None:
         super().__init__(config)
@@ -93,39 +87,28 @@ class IR3DERouterModel(PreTrainedModel):
         self.tokenizer: Any = None
         self._expert_pool: ExpertPool | None = None
         self._edits = threading.Lock()
-        # Placeholders of the right shapes, so that loading fills the buffers; `_load_store` then reads them.
-        specs = config.expert_specs
-        names, imported = [spec.name for spec in specs], [i for i, s in enumerate(specs) if s.statistics == "moments"]
-        self.store = placeholder_store(self.embed_tokens, _settings(config), names, imported)
-        self._write_buffers(with_index=config.ir3de_format_version >= 2)
-        self.register_load_state_dict_post_hook(lambda module, _: module._load_store())
+        self.store = _placeholder_store(self.embed_tokens, config)  # the statistics arrive with `_load_store`
         self.post_init()
         if config.encoder_by_reference:  # the table is re-materialised from the encoder after loading
             self._keys_to_ignore_on_load_missing.add(rf"^{persistence.ENCODER_KEY}$")  # type: ignore[union-attr]
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, IR3DERouterModel):
-            for name, buffer in module.named_buffers():
-                if name != MOMENT_KEYS[2]:  # the index of imported experts is structure, not a weight
-                    init.zeros_(buffer)
-
-    def _write_buffers(self, with_index: bool = True) -> None:
-        """Mirrors the store into the persistent buffers that `save_pretrained` writes."""
-        for key in MOMENT_KEYS:
-            self._buffers.pop(key, None)
-        for key, tensor in checkpoint_tensors(self.store, with_index).items():
-            self.register_buffer(key, tensor, persistent=True)
-
-    def _load_store(self) -> None:
-        """Rebuilds the store from freshly loaded buffers (format 1 or 2); the router is format 2 from then on."""
+    def _load_store(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Builds the store from the statistics of a checkpoint (format 1, 2 or 3); the router is of the current
+        format from then on."""
         specs = self.config.expert_specs
         names, imported = [spec.name for spec in specs], [i for i, s in enumerate(specs) if s.statistics == "moments"]
-        buffers = dict(self.named_buffers())
-        self.store = store_from_checkpoint(self.embed_tokens, _settings(self.config), names, imported, buffers)
+        self.store = store_from_checkpoint(self.embed_tokens, _settings(self.config), names, imported, tensors)
         self.config.ir3de_format_version = FORMAT_VERSION
-        self._write_buffers()
+
+    @property
+    def expert_counts(self) -> torch.Tensor:
+        """The experts' token histograms as one (N, V) int64 tensor (zero rows for experts imported as moments).
+        Built on each read: ``router.store.histogram(name)`` reads one without the N x V copy."""
+        return self.store.counts_matrix()
+
+    def statistics_tensors(self) -> dict[str, torch.Tensor]:
+        """The statistics as the tensors ``save_pretrained`` writes beside the encoder (see `ir3de_hf.checkpoint`)."""
+        return checkpoint_tensors(self.store)
 
     # ------------------------------------------------------------------ construction
 
@@ -167,7 +150,6 @@ class IR3DERouterModel(PreTrainedModel):
             twin = type(self)(copy.deepcopy(self.config))
         twin.embed_tokens = self.embed_tokens
         twin.store = self.store.copy()
-        twin._write_buffers()
         twin.tokenizer = self.tokenizer
         twin._expert_pool = self._expert_pool
         return twin.train(self.training)
@@ -204,7 +186,6 @@ class IR3DERouterModel(PreTrainedModel):
             index = self._index(name)
             self.store.remove(name)
             self.config.experts = [entry for i, entry in enumerate(self.config.experts) if i != index]
-            self._write_buffers()
         if self._expert_pool is not None:
             self._expert_pool.unregister(name, missing_ok=True)
 
@@ -236,7 +217,6 @@ class IR3DERouterModel(PreTrainedModel):
                 index = self._index(name)
                 self.store.replace(name, histogram=data.histogram, moments=data.moments)
                 self.config.experts = [spec.to_dict() if i == index else e for i, e in enumerate(self.config.experts)]
-            self._write_buffers()
 
     def _tables(self) -> RoutingTables:
         """The routing tables for the current config; a changed setting is checked first (assignments are checked
@@ -269,21 +249,25 @@ class IR3DERouterModel(PreTrainedModel):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> IR3DERouterOutput:
         """Routes a batch of token ids (B x L); positions where ``attention_mask`` is 0 never vote."""
-        return self._decide(self._tables(), input_ids, attention_mask)
+        return self._decide(self._tables(), input_ids, attention_mask, token_details=True)
 
     def _decide(
-        self, tables: RoutingTables, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        tables: RoutingTables,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_details: bool,
     ) -> IR3DERouterOutput:
         ids, usable = tables.lookup(input_ids, attention_mask)
-        token_votes = tables.votes[ids]
-        token_scores = tables.scores[ids]
+        token_votes = tables.votes_at(ids)
         aggregation = self.config.aggregation
-        decision = aggregate(
-            token_scores,
+        decision = aggregate_rows(
+            tables.filled_scores,
+            ids,
             usable,
             aggregation,
             top_k=self.config.top_k,
-            token_entropies=tables.entropy[ids] if aggregation in _USES_ENTROPY else None,
+            token_entropies=tables.entropy_at(ids) if aggregation in USES_ENTROPY else None,
             token_votes=token_votes,
         )
         no_evidence = ~usable.any(dim=1)
@@ -295,7 +279,7 @@ class IR3DERouterModel(PreTrainedModel):
             logits=decision.logits,
             expert_ids=decision.expert_ids,
             margins=margins(decision.logits, no_evidence),
-            token_scores=token_scores,
+            token_scores=tables.scores_at(ids) if token_details else None,
             token_votes=token_votes.masked_fill(~usable, -1),
             voting_mask=decision.voting_mask,
             no_evidence=no_evidence,
@@ -319,13 +303,17 @@ class IR3DERouterModel(PreTrainedModel):
         similar length (see `ir3de_hf.prompts`), all against one version of the router, so memory follows the batch's
         own tokens. ``token_details`` (per-token scores, votes and voting mask, padded to the longest prompt): by
         default returned unless padding would make them over 4x the batch's tokens (a few long prompts among many
-        short ones); ``True`` or ``False`` forces the choice.
+        short ones) or the per-token scores would pass `DETAIL_VALUES` numbers (many experts: B x L x N);
+        ``True`` or ``False`` forces the choice. Without them routing never builds a B x L x N tensor.
         """
         batch = PromptBatch.from_inputs(texts_or_input_ids, attention_mask, self.tokenizer, self.config.vocab_size)
         tables = self._tables()  # one version for every chunk
         if token_details is None:
-            token_details = len(batch) * batch.longest <= max(4 * batch.tokens, CHUNK_POSITIONS)
-        parts = [(rows, self._decide(tables, ids, mask)) for rows, ids, mask in batch.chunks()]
+            padded = len(batch) * batch.longest
+            token_details = padded <= max(4 * batch.tokens, CHUNK_POSITIONS) and padded * len(tables.names) <= (
+                DETAIL_VALUES
+            )
+        parts = [(rows, self._decide(tables, ids, mask, token_details)) for rows, ids, mask in batch.chunks()]
         return merge_outputs(parts, len(batch), batch.longest if token_details else None)
 
     def calibrate(
@@ -443,20 +431,19 @@ class IR3DERouterModel(PreTrainedModel):
         recover_directory(pretrained_model_name_or_path)
         where = persistence.hub_kwargs(kwargs)
         config = persistence.saved_config(pretrained_model_name_or_path, where)
-        persistence.check_weights(pretrained_model_name_or_path, where, config)
+        weights = persistence.check_weights(pretrained_model_name_or_path, where, config)
         router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         persistence.resolve_registry(router.config, pretrained_model_name_or_path, where)
-        try:
-            router._load_store()
-            if not torch.isfinite(router.embed_tokens.weight).all():
-                raise ValueError("the embedding table holds NaN or infinite values")
-        except ValueError as error:
-            raise ValueError(f"{pretrained_model_name_or_path}/{persistence.WEIGHTS_FILE}: {error}.") from error
-        if router.config.encoder_by_reference:
+        if router.config.encoder_by_reference:  # the statistics' moments are checked against the real table
             with torch.no_grad():
                 router.embed_tokens.weight.copy_(referenced_embeddings(router.config))
             router.config.encoder_by_reference, router.config.encoder_sha256 = False, None
-            router._load_store()  # forget moments cached with the placeholder table
+        try:
+            if not torch.isfinite(router.embed_tokens.weight).all():
+                raise ValueError("the embedding table holds NaN or infinite values")
+            router._load_store(persistence.read_statistics(weights))
+        except ValueError as error:
+            raise ValueError(f"{pretrained_model_name_or_path}/{persistence.WEIGHTS_FILE}: {error}.") from error
         router.tokenizer = persistence.saved_tokenizer(pretrained_model_name_or_path, where)
         return router
 
@@ -495,6 +482,20 @@ class IR3DERouterModel(PreTrainedModel):
         """The shareable statistics of expert ``name`` (save them with ``.save(dir)`` or push them with
         [`ir3de_hf.hub.push_statistics_to_hub`])."""
         return ExpertStatistics.from_router(self, name)
+
+
+def _placeholder_store(embeddings: nn.Embedding, config: IR3DEConfig) -> ExpertStatisticsStore:
+    """A store of empty statistics with the config's experts: what a router holds before its checkpoint is read.
+    The zeros are broadcast views, so a thousand placeholders cost no memory."""
+    store = ExpertStatisticsStore(embeddings, _settings(config))
+    vocab_size, width = config.vocab_size, config.hidden_size + 1
+    zero = torch.zeros(1, dtype=torch.float64, device="cpu")
+    for spec in config.expert_specs:
+        if spec.statistics == "moments":
+            store.add(spec.name, moments=(zero.expand(width, width), zero.expand(width)))
+        else:
+            store.add(spec.name, histogram=torch.zeros(1, dtype=torch.int64, device="cpu").expand(vocab_size))
+    return store
 
 
 def _settings(config: IR3DEConfig) -> RoutingSettings:

@@ -27,7 +27,7 @@ class IR3DERouterOutput(ModelOutput):
         margins (`torch.FloatTensor` of shape `(B,)`):
             Best minus second-best logit (`inf` with a single expert, 0 without evidence).
         token_scores (`torch.FloatTensor` of shape `(B, L, N)`):
-            Per-token expert scores `W^T E[t] + beta`, for explanations.
+            Per-token expert scores `W^T E[t] + beta`, for explanations (None when `route(token_details=False)`).
         token_votes (`torch.LongTensor` of shape `(B, L)`):
             The expert each token prefers; `-1` at padding and ignored tokens.
         voting_mask (`torch.BoolTensor` of shape `(B, L)`):
@@ -63,11 +63,11 @@ def merge_outputs(
     """Puts the outputs of chunks of a batch (each with the batch rows it holds) back in input order; the per-token
     fields only when ``longest`` is given, padded to it (scores 0, votes -1, not voting)."""
     first = parts[0][1]
-    assert first.logits is not None and first.token_scores is not None
+    assert first.logits is not None
     if len(parts) == 1 and parts[0][0] == list(range(size)):  # one chunk in input order: nothing to move
         if longest is None:
             return IR3DERouterOutput(**{key: first[key] for key in _PER_PROMPT}, expert_names=first.expert_names)
-        if first.token_scores.shape[1] == longest:
+        if first.token_scores is not None and first.token_scores.shape[1] == longest:
             return first
     num_experts = first.logits.shape[1]
     device = first.logits.device

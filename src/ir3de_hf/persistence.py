@@ -26,6 +26,7 @@ from transformers.utils import cached_file
 from ._hub_files import hub_id, local_path_or_hub_id, upload_directory
 from ._saving import atomic_directory
 from .cards import CALIBRATION_IMAGE, CONFUSION_IMAGE, CardInfo, router_card
+from .checkpoint import FORMAT_KEYS
 from .configuration_ir3de import IR3DEConfig
 from .encoder import embedding_fingerprint
 
@@ -46,6 +47,7 @@ __all__ = [
     "pinned_encoder_revision",
     "portable_registry",
     "push_router",
+    "read_statistics",
     "resolve_registry",
     "save_router",
     "saved_config",
@@ -113,9 +115,10 @@ def save_router(
     config = router.config
     config.check()
     overrides = by_reference_overrides(config, router.embed_tokens.weight) if encoder_by_reference else {}
-    if encoder_by_reference:
-        state = router.state_dict()
-        weights_options = {**weights_options, "state_dict": {k: v for k, v in state.items() if k != ENCODER_KEY}}
+    state = {
+        key: value for key, value in router.state_dict().items() if not (encoder_by_reference and key == ENCODER_KEY)
+    }
+    weights_options = {**weights_options, "state_dict": state | router.statistics_tensors()}
     replaces_foreign = check_save_target(directory, overwrite)
     portable, copies = portable_registry(config, directory, copy_experts)
     bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
@@ -387,9 +390,10 @@ def saved_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any])
         raise ValueError(f"{config_file}: {error}") from error
 
 
-def check_weights(name_or_path: str | os.PathLike[str], where: Mapping[str, Any], config: IR3DEConfig) -> None:
+def check_weights(name_or_path: str | os.PathLike[str], where: Mapping[str, Any], config: IR3DEConfig) -> str:
     """Refuses a ``model.safetensors`` that is truncated, lacks a tensor or holds one whose shape or dtype disagrees
-    with ``config.json``: transformers would fill what is missing with zeros and only warn. Reads the header only."""
+    with ``config.json``: transformers would fill what is missing with zeros and only warn. Reads the header only;
+    returns the file's local path."""
     weights = cached_file(name_or_path, WEIGHTS_FILE, _raise_exceptions_for_missing_entries=False, **where)
     if weights is None:
         raise ValueError(f"{name_or_path} has no {WEIGHTS_FILE}: the router's statistics are missing.")
@@ -404,20 +408,41 @@ def check_weights(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]
     for key, (shape, dtype) in expected_tensors(config).items():
         if key not in found:
             raise ValueError(f"{weights} lacks the tensor {key!r} ({dtype} {list(shape)}); the file is damaged.")
-        if found[key] != (shape, dtype):
+        if found[key][1] != dtype or not _same_shape(found[key][0], shape):
             raise ValueError(
                 f"{weights}: {key!r} is {found[key][1]} {list(found[key][0])} but config.json needs {dtype} "
                 f"{list(shape)}; the weights and the config do not belong together."
             )
+    return weights
 
 
-def expected_tensors(config: IR3DEConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shape and safetensors dtype of every tensor a saved router of ``config`` must hold."""
+def _same_shape(found: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """``None`` in ``expected`` matches any length (the number of stored counts of a sparse histogram)."""
+    return len(found) == len(expected) and all(e is None or f == e for f, e in zip(found, expected, strict=True))
+
+
+def read_statistics(weights: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The statistics tensors of a saved router's ``model.safetensors`` (every key but the encoder's)."""
+    with safe_open(weights, framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if key in FORMAT_KEYS}  # noqa: SIM118
+
+
+def expected_tensors(config: IR3DEConfig) -> dict[str, tuple[tuple[int | None, ...], str]]:
+    """Shape and safetensors dtype of every tensor a saved router of ``config`` must hold (``None``: any length)."""
     vocab_size, width = config.vocab_size, config.hidden_size + 1
+    num_experts = len(config.experts)
     imported = sum(spec.statistics == "moments" for spec in config.expert_specs)
-    tensors: dict[str, tuple[tuple[int, ...], str]] = {"expert_counts": ((len(config.experts), vocab_size), "I64")}
+    tensors: dict[str, tuple[tuple[int | None, ...], str]] = {}
     if not config.encoder_by_reference:
         tensors[ENCODER_KEY] = ((vocab_size, config.hidden_size), "F32")
+    if config.ir3de_format_version >= 3:
+        tensors["expert_offsets"] = ((num_experts + 1,), "I64")
+        tensors["expert_token_ids"] = ((None,), "I32")
+        tensors["expert_token_counts"] = ((None,), "I64")
+        tensors["moments_a"] = ((width, width), "F64")
+        tensors["moments_b"] = ((num_experts, width), "F64")
+    else:
+        tensors["expert_counts"] = ((num_experts, vocab_size), "I64")
     if imported:
         tensors["imported_moments_a"] = ((imported, width, width), "F64")
         tensors["imported_moments_b"] = ((imported, width), "F64")

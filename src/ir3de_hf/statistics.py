@@ -32,7 +32,13 @@ __all__ = [
     "ridge_solve",
     "token_entropy",
     "token_histogram",
+    "weighted_gram",
 ]
+
+# Rows per block of the blocked products (memory: block x (d+1) float64, 134 MB at d = 4,096) and the column block
+# of the symmetric split (only tables wider than one block are split).
+_ROW_BLOCK = 4096
+_COLUMN_BLOCK = 1024
 
 
 def token_histogram(
@@ -81,20 +87,47 @@ def augmented_moments(embedding: torch.Tensor, expert_counts: torch.Tensor) -> t
         expert_counts: one histogram per expert (N x V, integer counts).
 
     Only the rows of tokens that occur at least once enter the product, which is what makes a fit on billions of
-    tokens cost ``O(V_seen d²)`` instead of ``O(tokens d²)``.
+    tokens cost ``O(V_seen d²)`` instead of ``O(tokens d²)``; ``A`` is one product over the summed histogram, never
+    one per expert.
     """
     vocab_size = embedding.shape[0]
     if expert_counts.ndim != 2 or expert_counts.shape[1] != vocab_size:
         raise ValueError(
             f"expert_counts must have shape (num_experts, {vocab_size}), got {tuple(expert_counts.shape)}."
         )
-    counts = expert_counts.to(device=embedding.device, dtype=torch.float64)
+    counts = expert_counts.to(device=embedding.device)
     seen = torch.nonzero(counts.sum(dim=0), as_tuple=True)[0]
-    rows = _augment(embedding[seen].to(torch.float64))
-    seen_counts = counts[:, seen]
-    a = rows.T @ (rows * seen_counts.sum(dim=0, keepdim=True).T)
-    b = rows.T @ seen_counts.T
+    a = weighted_gram(embedding, seen, counts[:, seen].sum(dim=0))
+    b = torch.zeros(embedding.shape[1] + 1, counts.shape[0], dtype=torch.float64, device=embedding.device)
+    for start in range(0, len(seen), _ROW_BLOCK):
+        rows = _augment(embedding[seen[start : start + _ROW_BLOCK]].to(torch.float64))
+        b += rows.T @ counts[:, seen[start : start + _ROW_BLOCK]].T.to(torch.float64)
     return a, b
+
+
+def weighted_gram(embedding: torch.Tensor, token_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_i w_i x_i x_iᵀ`` over the augmented rows ``x_i = [E[t_i], 1]`` ((d+1) x (d+1), float64).
+
+    The one product behind ``A``: over a histogram (weights = counts) or over the change of one (weights may be
+    negative, for a removed expert). Rows go in blocks, so memory stays ``O(block x d)`` at any vocabulary; for wide
+    tables only the lower block triangle is multiplied and mirrored (A is symmetric), about half the flops.
+    """
+    width = embedding.shape[1] + 1
+    gram = torch.zeros(width, width, dtype=torch.float64, device=embedding.device)
+    blocks = [slice(start, min(start + _COLUMN_BLOCK, width)) for start in range(0, width, _COLUMN_BLOCK)]
+    for start in range(0, len(token_ids), _ROW_BLOCK):
+        rows = _augment(embedding[token_ids[start : start + _ROW_BLOCK]].to(torch.float64))
+        weighted = rows * weights[start : start + _ROW_BLOCK, None].to(device=rows.device, dtype=torch.float64)
+        if len(blocks) == 1:
+            gram += weighted.T @ rows
+            continue
+        for i, rows_i in enumerate(blocks):
+            for cols in blocks[: i + 1]:
+                gram[rows_i, cols] += weighted[:, rows_i].T @ rows[:, cols]
+    if len(blocks) > 1:
+        lower = torch.tril(gram, diagonal=-1)
+        gram = torch.tril(gram) + lower.T
+    return gram
 
 
 def explicit_moments(
@@ -141,18 +174,28 @@ def normalize_columns(
     return weight / norms, bias / norms
 
 
-def naive_bayes_scores(expert_counts: torch.Tensor, alpha: float) -> torch.Tensor:
+def naive_bayes_scores(
+    expert_counts: torch.Tensor,
+    alpha: float,
+    *,
+    expert_totals: torch.Tensor | None = None,
+    vocab_size: int | None = None,
+) -> torch.Tensor:
     """Multinomial naive-Bayes log-likelihood of each token under each expert, centred per token (V x N, float64).
 
     ``log((c_n[t] + alpha) / (C_n + alpha V))`` from the same histograms as the ridge head (``C_n`` the tokens of
     expert n), minus its mean over the experts: a token's evidence for one expert against the others. The mean of
     these rows over a prompt is, up to a constant, naive Bayes' log-posterior with a uniform prior. Rows of zero
     counts (experts imported as moments) get the mean of the others, so they neither gain nor lose.
+
+    ``expert_counts`` may hold only some columns of the histograms (N x u, the tokens a table needs now): then give
+    ``expert_totals`` (N, the ``C_n``) and ``vocab_size``; each row of the result depends on its own column only.
     """
     counts = expert_counts.to(torch.float64)
-    has_text = counts.sum(dim=1) > 0
-    vocab_size = counts.shape[1]
-    log_likelihood = torch.log((counts + alpha) / (counts.sum(dim=1, keepdim=True) + alpha * vocab_size)).T
+    totals = counts.sum(dim=1) if expert_totals is None else expert_totals.to(counts)
+    has_text = totals > 0
+    vocab_size = counts.shape[1] if vocab_size is None else vocab_size
+    log_likelihood = torch.log((counts + alpha) / (totals[:, None] + alpha * vocab_size)).T
     if not bool(has_text.any()):
         return torch.zeros_like(log_likelihood)
     neutral = log_likelihood[:, has_text].mean(dim=1, keepdim=True)

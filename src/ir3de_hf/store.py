@@ -1,15 +1,23 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""ExpertStatisticsStore: each expert's statistics, their cached moments and the routing tables derived from them.
+"""ExpertStatisticsStore: each expert's statistics, the shared moments of the set, and the routing tables.
 
-The store holds one immutable *state* (expert names, histograms, imported moments, solver settings, a version
-number). Every change (an expert added, replaced or removed, or a new ridge λ, normalisation or set of never-counted
-tokens) builds a new state with the next version and swaps the reference under a lock. Routing reads the state once
-and gets the [`RoutingTables`] of exactly that version, so a route running while another thread edits the experts
-sees either the router before the edit or the router after it, never a mix.
+The store holds one immutable *state* (expert names, histograms, imported moments, solver settings, the summed
+histogram, a version number). Every change (an expert added, replaced or removed, or a new ridge λ, normalisation or
+set of never-counted tokens) builds a new state with the next version and swaps the reference under a lock. Routing
+reads the state once and gets the [`RoutingTables`] of exactly that version, so a route running while another thread
+edits the experts sees either the router before the edit or the router after it, never a mix.
 
-What is costly is shared rather than copied: the frozen embedding table, each expert's statistics (tensors are never
-written in place) and each expert's moments ``(A_n, b_n)``, cached per expert, so adding an expert costs one product
-over its own tokens and removing one costs a re-solve and the score table.
+What it costs scales with what changed, not with the number of experts N (design.md §2):
+
+- ``A = Ẽᵀ diag(Σ_n c_n) Ẽ`` depends on the summed histogram only. The store keeps one ``A`` (the *Gram* of the last
+  derived state) and moves it to a new state by the rows whose summed count changed: adding or removing an expert
+  costs one product over the tokens that expert used, ``O(V_n d²)``, never N products. When 64 times more tokens
+  have been moved in and out than the set now holds, ``A`` is rebuilt in one product, which bounds the rounding.
+- ``b_n = Ẽᵀ c_n`` is (d+1) numbers per expert, cached on the expert.
+- The score table is filled row by row as prompts need it (`ir3de_hf.routing_tables`).
+
+Memory beyond the embedding table: the histograms (N x V), one ``A`` ((d+1)²), ``B`` ((d+1) x N), the table (V x N,
+touched rows only), plus the moments of experts imported as moments.
 
 >>> import torch
 >>> store = ExpertStatisticsStore(torch.nn.Embedding(6, 2), RoutingSettings(1e-2, True, ()))
@@ -24,31 +32,22 @@ torch.Size([6, 2])
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from .statistics import (
-    augmented_moments,
-    check_token_ids,
-    naive_bayes_scores,
-    normalize_columns,
-    ridge_solve,
-    token_entropy,
-)
+from .routing_tables import RoutingTables
+from .statistics import augmented_moments, naive_bayes_scores, ridge_solve, weighted_gram
 
-__all__ = [
-    "ExpertStatisticsStore",
-    "RoutingSettings",
-    "RoutingTables",
-    "checkpoint_tensors",
-    "placeholder_store",
-    "store_from_checkpoint",
-]
+__all__ = ["ExpertStatisticsStore", "Gram", "RoutingSettings", "RoutingTables"]
 
 Moments = tuple[torch.Tensor, torch.Tensor]
+
+# A is rebuilt in one product once the tokens moved in and out by updates pass this many times those it holds: the
+# rounding of the updates then stays within about 65 float64 ulps of A's own scale (1e-14 relative).
+_MOVED_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -65,84 +64,70 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
-class RoutingTables:
-    """Everything routing needs, derived from one version of the store.
+class Gram:
+    """``A = Ẽᵀ diag(totals) Ẽ`` of the histogram experts for one embedding table.
 
     Attributes:
-        version: the store version these tables were derived from.
-        names: the experts, in column order.
-        weight, bias: the unnormalised ridge solution ``W`` (d x N) and ``beta`` (N), float64.
-        scores: ``E W + beta`` per vocabulary id (V x N, float32), column-normalised if the settings say so, plus
-            ``naive_bayes_weight`` times the centred naive-Bayes log-likelihoods of the histograms.
-        entropy: entropy of the softmax over experts of each row of ``scores`` (V).
-        votes: the argmax expert of each vocabulary id (V).
-        usable: the ids that may vote (V, bool): all but the never-counted ones.
+        totals: the summed histogram it was built from, never-counted ids already zeroed (V, int64).
+        a: the matrix ((d+1) x (d+1), float64).
+        moved: tokens added or removed by updates since it was last built in one product.
+        table: which table (``data_ptr``, in-place version) it belongs to: a table changed in place invalidates it.
     """
 
-    version: int
-    names: tuple[str, ...]
-    weight: torch.Tensor
-    bias: torch.Tensor
-    scores: torch.Tensor
-    entropy: torch.Tensor
-    votes: torch.Tensor
-    usable: torch.Tensor
+    totals: torch.Tensor
+    a: torch.Tensor
+    moved: int
+    table: tuple[int, int]
 
-    def lookup(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked ids (B x L, int64, on the tables' device; masked positions set to 0) and which positions vote (B x
-        L, bool: present and not a never-counted id). A 1-D input is one prompt."""
-        if input_ids.ndim == 1:
-            input_ids = input_ids[None]
-            attention_mask = attention_mask[None] if attention_mask is not None else None
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
-        input_ids = input_ids.to(self.scores.device)
-        if attention_mask is None:
-            ids = check_token_ids(input_ids, len(self.usable))
-            return ids, self.usable[ids]
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
-                f"{tuple(input_ids.shape)}; they must match."
-            )
-        present = attention_mask.to(device=self.scores.device, dtype=torch.bool)
-        check_token_ids(input_ids[present], len(self.usable))
-        ids = input_ids.masked_fill(~present, 0).to(torch.long)
-        return ids, present & self.usable[ids]
+
+def table_key(embedding: torch.Tensor) -> tuple[int, int]:
+    """Identifies the contents of an embedding table: its storage and torch's counter of in-place writes."""
+    return embedding.data_ptr(), embedding._version
 
 
 class _Expert:
-    """One expert's statistics: a token histogram, or moments imported from elsewhere. Immutable; it carries the cache
-    of its moments ``(A_n, b_n)`` per (device, never-counted ids), shared by every state and copy that holds it."""
+    """One expert's statistics: a token histogram, or moments imported from elsewhere. Immutable; it caches its
+    ``b_n`` per (table, never-counted ids), shared by every state and copy that holds it."""
 
-    __slots__ = ("_moments", "histogram", "imported")
+    __slots__ = ("_bias_moments", "histogram", "imported", "token_count")
 
     def __init__(self, histogram: torch.Tensor | None, imported: Moments | None) -> None:
         self.histogram = histogram
         self.imported = imported
-        self._moments: dict[tuple[torch.device, tuple[int, ...]], Moments] = {}
+        self._bias_moments: dict[tuple[tuple[int, int], tuple[int, ...]], torch.Tensor] = {}
+        counted = round(float(imported[1][-1])) if imported is not None else int(histogram.sum())  # type: ignore[union-attr]
+        self.token_count = counted  # tokens behind the statistics (for imported moments, the bias entry of b_n)
 
-    @property
-    def token_count(self) -> int:
-        if self.imported is not None:
-            return round(float(self.imported[1][-1]))
-        return int(self.histogram.sum())  # type: ignore[union-attr]
+    def counted(self, device: torch.device, never_counted: tuple[int, ...]) -> torch.Tensor | None:
+        """The histogram on ``device`` with the never-counted ids zeroed (None for imported moments)."""
+        if self.histogram is None:
+            return None
+        counts = self.histogram.to(device)
+        if never_counted:
+            counts = counts.clone()
+            counts[list(never_counted)] = 0
+        return counts
 
-    def moments(self, embedding: torch.Tensor, never_counted: tuple[int, ...]) -> Moments:
-        key = (embedding.device, never_counted)
-        cached = self._moments.get(key)
+    def bias_moment(self, embedding: torch.Tensor, never_counted: tuple[int, ...]) -> torch.Tensor:
+        """``b_n = Ẽᵀ c_n`` ((d+1,), float64): one pass over the rows of the tokens this expert used."""
+        key = (table_key(embedding), never_counted)
+        cached = self._bias_moments.get(key)
         if cached is None:
             if self.imported is not None:
-                cached = (self.imported[0].to(embedding.device), self.imported[1].to(embedding.device))
+                cached = self.imported[1].to(embedding.device)
             else:
-                counts = self.histogram.to(embedding.device).clone()  # type: ignore[union-attr]
-                counts[list(never_counted)] = 0
-                a_n, b_n = augmented_moments(embedding, counts[None])
-                cached = (a_n, b_n[:, 0])
-            self._moments[key] = cached
+                counts = self.counted(embedding.device, never_counted)
+                assert counts is not None
+                support = torch.nonzero(counts, as_tuple=True)[0]
+                weights = counts[support].to(torch.float64)
+                rows = embedding[support].to(torch.float64)
+                cached = torch.cat([rows.T @ weights, weights.sum()[None]])
+            self._bias_moments[key] = cached
         return cached
+
+    def seed_bias_moment(self, embedding: torch.Tensor, never_counted: tuple[int, ...], value: torch.Tensor) -> None:
+        """Records a ``b_n`` read from a checkpoint (and verified there) instead of computing it."""
+        self._bias_moments[(table_key(embedding), never_counted)] = value
 
 
 @dataclass(frozen=True)
@@ -151,7 +136,17 @@ class _State:
     settings: RoutingSettings
     names: tuple[str, ...] = ()
     experts: tuple[_Expert, ...] = ()
+    totals: torch.Tensor | None = None  # the summed histograms (V, int64, CPU), never-counted ids included
     tables: list[RoutingTables] = field(default_factory=list)  # at most one, filled on first use
+
+
+class _Shared:
+    """What a store and its copies share: the latest ``A`` (valid for any state: a state's ``A`` is reached from it
+    by the rows whose totals differ) and the lock that lets one thread at a time derive tables."""
+
+    def __init__(self) -> None:
+        self.gram: Gram | None = None
+        self.lock = threading.Lock()
 
 
 class ExpertStatisticsStore:
@@ -166,6 +161,7 @@ class ExpertStatisticsStore:
         self.embeddings = embeddings
         self._state = _State(0, settings)
         self._lock = threading.Lock()
+        self._shared = _Shared()
 
     # ------------------------------------------------------------------ reading
 
@@ -182,6 +178,12 @@ class ExpertStatisticsStore:
     def settings(self) -> RoutingSettings:
         return self._state.settings
 
+    @property
+    def gram(self) -> Gram:
+        """``A`` of the histogram experts of the current state (brought up to date, see the module docstring)."""
+        with self._shared.lock:
+            return self._gram(self._state, self.embeddings.weight.detach())
+
     def histogram(self, name: str) -> torch.Tensor | None:
         """Expert ``name``'s token histogram (int64, V), or None for an expert imported as moments."""
         return self._expert(name).histogram
@@ -191,17 +193,31 @@ class ExpertStatisticsStore:
         return self._expert(name).imported
 
     def moments(self, name: str) -> Moments:
-        """Expert ``name``'s moments ``(A_n, b_n)`` (float64, (d+1, d+1) and (d+1,)) over the current embedding table
-        and never-counted ids: what the reference implementation sums per domain. Cached."""
+        """Expert ``name``'s own moments ``(A_n, b_n)`` (float64, (d+1, d+1) and (d+1,)) over the current embedding
+        table and never-counted ids: what the reference implementation sums per domain (for export). Computed on each
+        call (``O(V_n d²)``): routing never needs them."""
+        expert = self._expert(name)
+        if expert.imported is not None:
+            return expert.imported
         embedding = self.embeddings.weight.detach()
-        return self._expert(name).moments(embedding, self._state.settings.never_counted_ids)
+        counts = expert.counted(embedding.device, self._state.settings.never_counted_ids)
+        a_n, b_n = augmented_moments(embedding, counts[None])  # type: ignore[index]
+        return a_n, b_n[:, 0]
+
+    def bias_moments(self) -> torch.Tensor:
+        """``B = [b_1 … b_N]`` ((d+1) x N, float64) of the current state."""
+        embedding = self.embeddings.weight.detach()
+        never = self._state.settings.never_counted_ids
+        width = embedding.shape[1] + 1
+        columns = [expert.bias_moment(embedding, never) for expert in self._state.experts]
+        return torch.stack(columns, dim=1) if columns else torch.zeros(width, 0, dtype=torch.float64)
 
     def token_counts(self) -> list[int]:
         """Tokens counted per expert, in order (for imported moments, the bias entry of ``b_n``)."""
         return [expert.token_count for expert in self._state.experts]
 
     def counts_matrix(self) -> torch.Tensor:
-        """The histograms as one (N, V) int64 tensor; rows of imported experts are zero."""
+        """The histograms as one (N, V) int64 tensor; rows of imported experts are zero. Built on each call."""
         vocab_size = self.embeddings.weight.shape[0]
         rows = [
             expert.histogram if expert.histogram is not None else torch.zeros(vocab_size, dtype=torch.int64)
@@ -217,7 +233,13 @@ class ExpertStatisticsStore:
             state = self._state
             if name in state.names:
                 raise ValueError(f"The store already has an expert named {name!r}.")
-            self._publish(state, names=(*state.names, name), experts=(*state.experts, _Expert(histogram, moments)))
+            expert = _Expert(histogram, moments)
+            self._publish(
+                state,
+                names=(*state.names, name),
+                experts=(*state.experts, expert),
+                totals=_plus(state.totals, expert.histogram),
+            )
 
     def replace(self, name: str, *, histogram: torch.Tensor | None = None, moments: Moments | None = None) -> None:
         """Replaces the statistics of expert ``name``, keeping its position."""
@@ -225,11 +247,12 @@ class ExpertStatisticsStore:
             state = self._state
             index = self._index(state, name)
             experts = list(state.experts)
-            experts[index] = _Expert(histogram, moments)
-            self._publish(state, experts=tuple(experts))
+            old, experts[index] = experts[index], _Expert(histogram, moments)
+            totals = _plus(_minus(state.totals, old.histogram), experts[index].histogram)
+            self._publish(state, experts=tuple(experts), totals=totals)
 
     def remove(self, name: str) -> None:
-        """Drops expert ``name``; the others keep their statistics and cached moments."""
+        """Drops expert ``name``; the others keep their statistics and cached ``b_n``."""
         with self._lock:
             state = self._state
             index = self._index(state, name)
@@ -238,6 +261,7 @@ class ExpertStatisticsStore:
                 state,
                 names=tuple(state.names[i] for i in keep),
                 experts=tuple(state.experts[i] for i in keep),
+                totals=_minus(state.totals, state.experts[index].histogram),
             )
 
     def configure(self, settings: RoutingSettings) -> None:
@@ -247,11 +271,22 @@ class ExpertStatisticsStore:
                 if settings != self._state.settings:
                     self._publish(self._state, settings=settings)
 
+    def seed(self, gram: Gram, bias_moments: torch.Tensor) -> None:
+        """Adopts ``A`` and ``B`` ((d+1) x N) read from a checkpoint and verified against its histograms (see
+        `ir3de_hf.checkpoint`), so that loading costs a solve, not the products."""
+        embedding = self.embeddings.weight.detach()
+        never = self._state.settings.never_counted_ids
+        for expert, column in zip(self._state.experts, bias_moments.T, strict=True):
+            if expert.histogram is not None:
+                expert.seed_bias_moment(embedding, never, column.to(embedding.device))
+        self._shared.gram = gram
+
     def copy(self) -> ExpertStatisticsStore:
         """An independent store with the same experts: edits of one never show in the other. Cheap: the embedding
-        table, the statistics, the cached moments and the current tables are shared, not copied."""
+        table, the statistics, ``A`` and the current tables are shared, not copied."""
         twin = ExpertStatisticsStore(self.embeddings, self._state.settings)
         twin._state = self._state
+        twin._shared = self._shared
         return twin
 
     # ------------------------------------------------------------------ solving
@@ -265,14 +300,65 @@ class ExpertStatisticsStore:
         if settings is not None:
             self.configure(settings)
         state = self._state
-        embedding = self.embeddings.weight
-        if state.tables and state.tables[0].scores.device == embedding.device:
+        embedding = self.embeddings.weight.detach()
+        if state.tables and state.tables[0].device == embedding.device:
             return state.tables[0]
         if not state.names:
             raise ValueError("The router has no experts yet; add one with router.add_expert(name, texts=[...]).")
-        tables = _derive(state, embedding)
-        state.tables[:] = [tables]
-        return tables
+        with self._shared.lock:
+            if not (state.tables and state.tables[0].device == embedding.device):
+                state.tables[:] = [self._derive(state, embedding)]
+        return state.tables[0]
+
+    def _derive(self, state: _State, embedding: torch.Tensor) -> RoutingTables:
+        """Solves the head of ``state``: ``A`` brought up to date, ``B`` from the cached ``b_n``, one solve."""
+        settings = state.settings
+        never = settings.never_counted_ids
+        a = self._gram(state, embedding).a
+        for expert in state.experts:
+            if expert.imported is not None:
+                a = a + expert.imported[0].to(embedding.device)
+        b = torch.stack([expert.bias_moment(embedding, never) for expert in state.experts], dim=1)
+        weight, bias = ridge_solve(a, b, settings.ridge_lambda)
+        usable = torch.ones(embedding.shape[0], dtype=torch.bool, device=embedding.device)
+        usable[list(never)] = False
+        extra = _naive_bayes_rows(state, embedding.device) if settings.naive_bayes_weight else None
+        return RoutingTables(
+            state.version,
+            state.names,
+            weight,
+            bias,
+            embedding,
+            usable,
+            normalize=settings.normalize_columns,
+            extra_scores=extra,
+        )
+
+    def _gram(self, state: _State, embedding: torch.Tensor) -> Gram:
+        """``A`` of ``state``'s histogram experts, from the latest ``A`` by the rows whose totals changed (caller holds
+        the shared lock)."""
+        vocab_size = embedding.shape[0]
+        target = torch.zeros(vocab_size, dtype=torch.int64) if state.totals is None else state.totals
+        target = target.to(embedding.device)
+        if state.settings.never_counted_ids:
+            target = target.clone()
+            target[list(state.settings.never_counted_ids)] = 0
+        key = table_key(embedding)
+        latest = self._shared.gram
+        if latest is not None and latest.table == key and latest.totals.device == target.device:
+            delta = target - latest.totals
+            changed = torch.nonzero(delta, as_tuple=True)[0]
+            moved = latest.moved + int(delta[changed].abs().sum())
+            if not len(changed):
+                return latest
+            if moved <= _MOVED_LIMIT * int(target.sum()):
+                gram = Gram(target, latest.a + weighted_gram(embedding, changed, delta[changed]), moved, key)
+                self._shared.gram = gram
+                return gram
+        seen = torch.nonzero(target, as_tuple=True)[0]
+        gram = Gram(target, weighted_gram(embedding, seen, target[seen]), 0, key)
+        self._shared.gram = gram
+        return gram
 
     def _publish(self, state: _State, **changes: object) -> None:
         self._state = replace(state, version=state.version + 1, tables=[], **changes)  # type: ignore[arg-type]
@@ -289,105 +375,41 @@ class ExpertStatisticsStore:
         return state.names.index(name)
 
 
-def _derive(state: _State, embedding: torch.Tensor) -> RoutingTables:
-    """Solves the head of ``state`` and tabulates its scores over the vocabulary."""
+def _plus(totals: torch.Tensor | None, histogram: torch.Tensor | None) -> torch.Tensor | None:
+    if histogram is None:
+        return totals
+    histogram = histogram.to(device="cpu", dtype=torch.int64)
+    return histogram.clone() if totals is None else totals + histogram
+
+
+def _minus(totals: torch.Tensor | None, histogram: torch.Tensor | None) -> torch.Tensor | None:
+    if histogram is None or totals is None:
+        return totals
+    return totals - histogram.to(device="cpu", dtype=torch.int64)
+
+
+def _naive_bayes_rows(state: _State, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The weighted naive-Bayes term for some rows of the table: each row needs only that token's count per expert
+    (gathered from the histograms as they are; never-counted ids are zeroed in the gathered columns only)."""
     settings = state.settings
-    embedding = embedding.detach()
-    moments = [expert.moments(embedding, settings.never_counted_ids) for expert in state.experts]
-    a = torch.stack([a_n for a_n, _ in moments]).sum(dim=0)
-    b = torch.stack([b_n for _, b_n in moments], dim=1)
-    weight, bias = ridge_solve(a, b, settings.ridge_lambda)
-    scaled_weight, scaled_bias = normalize_columns(weight, bias) if settings.normalize_columns else (weight, bias)
-    # float32 product: the table is memory-bound (one pass over E); its error (~1e-6 relative) is below float32's
-    # own rounding of a float64 product.
-    scores = torch.addmm(scaled_bias.to(torch.float32), embedding.float(), scaled_weight.to(torch.float32))
-    usable = torch.ones(embedding.shape[0], dtype=torch.bool, device=embedding.device)
-    usable[list(settings.never_counted_ids)] = False
-    if settings.naive_bayes_weight:
-        counts = torch.stack(
-            [
-                expert.histogram.to(embedding.device) * usable
-                if expert.histogram is not None
-                else torch.zeros(embedding.shape[0], dtype=torch.int64, device=embedding.device)
-                for expert in state.experts
-            ]
-        )
-        bayes = naive_bayes_scores(counts, settings.naive_bayes_alpha)
-        scores = scores + (settings.naive_bayes_weight * bayes).to(torch.float32)
-    return RoutingTables(
-        state.version, state.names, weight, bias, scores, token_entropy(scores), scores.argmax(dim=1), usable
+    never = list(settings.never_counted_ids)
+    histograms = [expert.histogram.to(device) if expert.histogram is not None else None for expert in state.experts]
+    vocab_size = max([len(h) for h in histograms if h is not None], default=0)
+    expert_totals = torch.tensor(
+        [
+            expert.token_count - int(h[never].sum()) if h is not None else 0
+            for expert, h in zip(state.experts, histograms, strict=True)
+        ],
+        device=device,
     )
+    never_ids = torch.tensor(never, dtype=torch.long, device=device)
 
-
-# ---------------------------------------------------------------------------------------------- checkpoint layout
-
-COUNTS_KEY = "expert_counts"
-MOMENT_KEYS = ("imported_moments_a", "imported_moments_b", "imported_moments_index")
-
-
-def checkpoint_tensors(store: ExpertStatisticsStore, with_index: bool = True) -> dict[str, torch.Tensor]:
-    """The store's statistics as the tensors of ``model.safetensors``: ``expert_counts`` (N, V; zero rows for
-    imported experts) and, when some experts were imported as moments, ``imported_moments_a`` (M, d+1, d+1),
-    ``imported_moments_b`` (M, d+1) and ``imported_moments_index`` (M,: the position of each among the experts;
-    format 1 had no index and relied on the registry's order)."""
-    tensors = {COUNTS_KEY: store.counts_matrix()}
-    imported = [(i, store.imported_moments(name)) for i, name in enumerate(store.names)]
-    pairs = [(i, pair) for i, pair in imported if pair is not None]
-    if pairs:
-        tensors[MOMENT_KEYS[0]] = torch.stack([a for _, (a, _) in pairs])
-        tensors[MOMENT_KEYS[1]] = torch.stack([b for _, (_, b) in pairs])
-        if with_index:
-            tensors[MOMENT_KEYS[2]] = torch.tensor([i for i, _ in pairs], dtype=torch.int64)
-    return tensors
-
-
-def store_from_checkpoint(
-    embeddings: nn.Embedding,
-    settings: RoutingSettings,
-    names: Sequence[str],
-    imported: Sequence[int],
-    tensors: dict[str, torch.Tensor],
-) -> ExpertStatisticsStore:
-    """The inverse of [`checkpoint_tensors`]; ``imported`` are the positions the registry marks as moments."""
-    counts = tensors[COUNTS_KEY]
-    if counts.shape[0] != len(names):
-        raise ValueError(f"{COUNTS_KEY} has {counts.shape[0]} rows but the config lists {len(names)} experts")
-    index = tensors.get(MOMENT_KEYS[2])
-    if index is not None and index.tolist() != list(imported):
-        raise ValueError(
-            f"{MOMENT_KEYS[2]} says experts {index.tolist()} were imported as moments, the config says "
-            f"{list(imported)}: the weights and config.json do not belong together"
+    def rows(ids: torch.Tensor) -> torch.Tensor:
+        columns = torch.stack([h[ids] if h is not None else torch.zeros_like(ids) for h in histograms])
+        columns[:, torch.isin(ids, never_ids)] = 0
+        term = naive_bayes_scores(
+            columns, settings.naive_bayes_alpha, expert_totals=expert_totals, vocab_size=vocab_size
         )
-    if bool((counts < 0).any()):
-        raise ValueError(f"{COUNTS_KEY} holds negative token counts")
-    empty = [names[i] for i in range(len(names)) if i not in imported and not bool(counts[i].any())]
-    if empty:
-        raise ValueError(f"{COUNTS_KEY} has no token at all for expert(s) {empty}")
-    moments = {}
-    if imported:
-        stacked_a, stacked_b = tensors[MOMENT_KEYS[0]], tensors[MOMENT_KEYS[1]]
-        if not (torch.isfinite(stacked_a).all() and torch.isfinite(stacked_b).all()):
-            raise ValueError("the imported moments hold NaN or infinite values")
-        moments = {position: (stacked_a[k], stacked_b[k]) for k, position in enumerate(imported)}
-    store = ExpertStatisticsStore(embeddings, settings)
-    for position, name in enumerate(names):
-        if position in moments:
-            store.add(name, moments=moments[position])
-        else:
-            store.add(name, histogram=counts[position])
-    return store
+        return (settings.naive_bayes_weight * term).to(torch.float32)
 
-
-def placeholder_store(
-    embeddings: nn.Embedding, settings: RoutingSettings, names: Sequence[str], imported: Sequence[int]
-) -> ExpertStatisticsStore:
-    """A store of zeros with the layout of a checkpoint (what a router is built with before its weights load)."""
-    vocab_size, width = embeddings.weight.shape[0], embeddings.weight.shape[1] + 1
-    store = ExpertStatisticsStore(embeddings, settings)
-    for position, name in enumerate(names):
-        if position in imported:
-            zeros = torch.zeros(width, width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
-            store.add(name, moments=zeros)
-        else:
-            store.add(name, histogram=torch.zeros(vocab_size, dtype=torch.int64))
-    return store
+    return rows
