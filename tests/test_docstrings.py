@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "ir3de_hf.aggregation",
     "ir3de_hf.calibration",
+    "ir3de_hf.checkpoint",
     "ir3de_hf.configuration_ir3de",
     "ir3de_hf.evaluation",
     "ir3de_hf.experts",
@@ -17,6 +18,7 @@ MODULES = [
     "ir3de_hf.inputs",
     "ir3de_hf.modeling_ir3de",
     "ir3de_hf.perplexity",
+    "ir3de_hf.routing_tables",
     "ir3de_hf.statistics",
     "ir3de_hf.store",
 ]

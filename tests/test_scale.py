@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.aggregation import AGGREGATIONS
-from ir3de_hf.statistics import ridge_solve, weighted_gram
+from ir3de_hf.statistics import naive_bayes_scores, ridge_solve, weighted_gram
 
 VOCAB, HIDDEN = 700, 12
 
@@ -189,3 +189,22 @@ def test_routing_fills_only_the_rows_its_prompts_use_and_equals_the_whole_table(
         router.route(probe)
     many = router.route(probe, token_details=False)
     assert many.token_scores is None and many.expert_ids.shape == (2,)
+
+
+def test_the_blocked_symmetric_product_of_a_wide_table_equals_the_plain_one():
+    generator = torch.Generator().manual_seed(8)
+    table = torch.randn(5000, 1100, generator=generator)  # wider than one column block, more rows than one row block
+    ids = torch.randperm(5000, generator=generator)[:4500]
+    weights = torch.randint(-5, 20, (4500,), generator=generator)  # an edit: some counts go down
+    rows = torch.cat([table[ids].double(), torch.ones(4500, 1, dtype=torch.float64)], dim=1)
+    expected = (rows * weights.double()[:, None]).T @ rows
+    torch.testing.assert_close(weighted_gram(table, ids, weights), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_naive_bayes_rows_from_some_columns_equal_those_rows_of_the_whole_table():
+    counts = torch.randint(0, 9, (5, 40), generator=torch.Generator().manual_seed(9))
+    counts[3] = 0  # an expert imported as moments
+    whole = naive_bayes_scores(counts, 1.0)
+    columns = torch.tensor([2, 7, 39])
+    some = naive_bayes_scores(counts[:, columns], 1.0, expert_totals=counts.sum(dim=1), vocab_size=40)
+    torch.testing.assert_close(some, whole[columns], rtol=0, atol=1e-12)

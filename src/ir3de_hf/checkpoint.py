@@ -38,7 +38,7 @@ MOMENT_KEYS = ("imported_moments_a", "imported_moments_b", "imported_moments_ind
 FORMAT_KEYS = (DENSE_KEY, *SPARSE_KEYS, *SET_KEYS, *MOMENT_KEYS)
 
 _TOLERANCE = 1e-9  # relative to the sum of absolute terms: float64 rounding of products over millions of tokens
-_ROWS = 16384  # embedding rows per block of the check (float64 copies of the table stay small)
+_ROWS = 4096  # embedding rows per block of the check (float64 copies of the table stay small)
 
 
 def checkpoint_tensors(store: ExpertStatisticsStore) -> dict[str, torch.Tensor]:
@@ -161,14 +161,8 @@ def _seed_verified(
     vector = torch.randn(width, dtype=torch.float64)
     projected, magnitude = _project(embedding, vector)  # Ẽ r and |Ẽ| |r| per vocabulary id
     weights = totals.to(torch.float64)
-    checks = [
-        (
-            SET_KEYS[0],
-            a @ vector,
-            _back_project(embedding, weights * projected),
-            _back_project(embedding, weights * magnitude, absolute=True),
-        )
-    ]
+    expected_a, bound_a = _back_project(embedding, weights * projected, weights * magnitude)
+    checks = [(SET_KEYS[0], a @ vector, expected_a, bound_a)]
     projected[never], magnitude[never] = 0, 0
     counted = [(i, h.to(torch.float64)) for i, h in enumerate(histograms) if i not in imported]
     expected_b, bound_b = torch.zeros(len(histograms), dtype=torch.float64), torch.zeros(len(histograms))
@@ -186,21 +180,26 @@ def _seed_verified(
 
 
 def _project(embedding: torch.Tensor, vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Ẽ r`` and ``|Ẽ| |r|`` per vocabulary id (float64), one pass over the table in row blocks."""
     values, magnitudes = [], []
     for start in range(0, embedding.shape[0], _ROWS):
         rows = embedding[start : start + _ROWS].cpu().to(torch.float64)
         values.append(rows @ vector[:-1] + vector[-1])
-        magnitudes.append(rows.abs() @ vector[:-1].abs() + vector[-1].abs())
+        magnitudes.append(rows.abs_() @ vector[:-1].abs() + vector[-1].abs())
     return torch.cat(values), torch.cat(magnitudes)
 
 
-def _back_project(embedding: torch.Tensor, weights: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """``Ẽᵀ w`` (or ``|Ẽ|ᵀ w``; (d+1,), float64) in row blocks."""
+def _back_project(
+    embedding: torch.Tensor, weights: torch.Tensor, magnitudes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Ẽᵀ w`` and ``|Ẽ|ᵀ m`` ((d+1,), float64), one pass over the table in row blocks."""
     total = torch.zeros(embedding.shape[1] + 1, dtype=torch.float64)
+    bound = torch.zeros_like(total)
     for start in range(0, embedding.shape[0], _ROWS):
         rows = embedding[start : start + _ROWS].cpu().to(torch.float64)
-        rows = rows.abs() if absolute else rows
-        block = weights[start : start + _ROWS]
+        block, scale = weights[start : start + _ROWS], magnitudes[start : start + _ROWS]
         total[:-1] += rows.T @ block
         total[-1] += block.sum()
-    return total
+        bound[:-1] += rows.abs_().T @ scale
+        bound[-1] += scale.sum()
+    return total, bound

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -77,7 +78,8 @@ class ExpertSpec:
         return "adapter" if self.base_model else "model"
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        values = {key: getattr(self, key) for key in self.__dataclass_fields__}  # flat strings: no deep copy needed
+        return {key: value for key, value in values.items() if value is not None}
 
 
 @strict
@@ -247,7 +249,7 @@ def _experts(name: str, value: Any) -> list[dict[str, Any]]:
         except ValueError as error:
             raise ValueError(f"{name}[{i}]: {error}") from error
     names = [entry["name"] for entry in entries]
-    duplicates = sorted({expert for expert in names if names.count(expert) > 1})
+    duplicates = sorted(expert for expert, times in Counter(names).items() if times > 1)
     if duplicates:
         raise ValueError(f"{name}: duplicate expert name(s) {duplicates}; names must be unique.")
     return entries

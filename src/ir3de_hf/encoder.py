@@ -22,7 +22,7 @@ from ._embedding_file import read_input_embeddings
 from .configuration_ir3de import IR3DEConfig
 from .tokenization import beyond_table_special_ids, vocabulary_fingerprint
 
-__all__ = ["embedding_fingerprint", "encoder_config", "encoder_embeddings", "referenced_embeddings"]
+__all__ = ["all_finite", "embedding_fingerprint", "encoder_config", "encoder_embeddings", "referenced_embeddings"]
 
 
 def embedding_fingerprint(weight: torch.Tensor) -> str:
@@ -109,3 +109,9 @@ def referenced_embeddings(config: IR3DEConfig) -> torch.Tensor:
             "revision the router was built with."
         )
     return weight
+
+
+def all_finite(table: torch.Tensor, rows: int = 4096) -> bool:
+    """Whether a table holds no NaN or infinity, checked in row blocks: `torch.isfinite` on a whole 2 GB table
+    allocates several times its size in temporaries."""
+    return all(bool(torch.isfinite(table[start : start + rows]).all()) for start in range(0, table.shape[0], rows))

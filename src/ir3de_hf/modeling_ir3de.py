@@ -30,7 +30,7 @@ from .calibration import CalibrationReport, calibrate
 from .cards import CardInfo
 from .checkpoint import FORMAT_KEYS, checkpoint_tensors, store_from_checkpoint
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
-from .encoder import encoder_config, referenced_embeddings
+from .encoder import all_finite, encoder_config, referenced_embeddings
 from .experts import ExpertPool, with_adapter_base
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
 from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data
@@ -439,7 +439,7 @@ class IR3DERouterModel(PreTrainedModel):
                 router.embed_tokens.weight.copy_(referenced_embeddings(router.config))
             router.config.encoder_by_reference, router.config.encoder_sha256 = False, None
         try:
-            if not torch.isfinite(router.embed_tokens.weight).all():
+            if not all_finite(router.embed_tokens.weight):
                 raise ValueError("the embedding table holds NaN or infinite values")
             router._load_store(persistence.read_statistics(weights))
         except ValueError as error:

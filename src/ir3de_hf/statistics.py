@@ -154,13 +154,17 @@ def ridge_solve(a: torch.Tensor, b: torch.Tensor, ridge_lambda: float) -> tuple[
     """Solves ``(A + λI) W̃ = B`` and splits ``W̃`` into the weights ``W`` (d x N) and the bias row ``beta`` (N).
 
     As in the reference implementation, λ also penalises the bias row. λ > 0 keeps the system positive definite
-    even for tokens never seen, so the solve is well posed; an LU solve is as accurate here as a Cholesky one and
-    several times faster in torch on CPU (2 ms vs 20 ms at d = 576), which is what a re-solve after each edit costs.
+    even for tokens never seen, so a Cholesky solve applies (measured on 2 CPU cores: 21 vs 23 ms for LU at d = 576
+    with 1,024 experts, 0.46 vs 0.70 s at d = 4,096); should rounding make the factorisation fail, LU solves it.
     """
     if not ridge_lambda > 0:
         raise ValueError(f"ridge_lambda must be > 0, got {ridge_lambda}.")
     regularised = a + ridge_lambda * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-    solution = torch.linalg.solve(regularised, b)
+    factor, info = torch.linalg.cholesky_ex(regularised)
+    if int(info) == 0:
+        solution = torch.cholesky_solve(b, factor)
+    else:
+        solution = torch.linalg.solve(regularised, b)
     return solution[:-1], solution[-1]
 
 
