@@ -161,10 +161,7 @@ def ridge_solve(a: torch.Tensor, b: torch.Tensor, ridge_lambda: float) -> tuple[
         raise ValueError(f"ridge_lambda must be > 0, got {ridge_lambda}.")
     regularised = a + ridge_lambda * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     factor, info = torch.linalg.cholesky_ex(regularised)
-    if int(info) == 0:
-        solution = torch.cholesky_solve(b, factor)
-    else:
-        solution = torch.linalg.solve(regularised, b)
+    solution = torch.cholesky_solve(b, factor) if int(info) == 0 else torch.linalg.solve(regularised, b)
     return solution[:-1], solution[-1]
 
 
