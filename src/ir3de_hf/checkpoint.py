@@ -153,22 +153,20 @@ def _seed_verified(
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise ValueError(f"{SET_KEYS[0]} / {SET_KEYS[1]} hold NaN or infinite values")
     never = list(store.settings.never_counted_ids)
-    totals = torch.zeros(embedding.shape[0], dtype=torch.int64)
-    for position, histogram in enumerate(histograms):
-        if position not in imported:
-            totals += histogram
-    totals[never] = 0
+    totals = store.counted_totals().cpu()
     vector = torch.randn(width, dtype=torch.float64)
     projected, magnitude = _project(embedding, vector)  # Ẽ r and |Ẽ| |r| per vocabulary id
     weights = totals.to(torch.float64)
     expected_a, bound_a = _back_project(embedding, weights * projected, weights * magnitude)
     checks = [(SET_KEYS[0], a @ vector, expected_a, bound_a)]
     projected[never], magnitude[never] = 0, 0
-    counted = [(i, h.to(torch.float64)) for i, h in enumerate(histograms) if i not in imported]
-    expected_b, bound_b = torch.zeros(len(histograms), dtype=torch.float64), torch.zeros(len(histograms))
-    for position, histogram in counted:
-        expected_b[position], bound_b[position] = histogram @ projected, histogram @ magnitude
-    checks.append((SET_KEYS[1], b @ vector, expected_b, bound_b.to(torch.float64)))
+    expected_b = torch.zeros(len(histograms), dtype=torch.float64)
+    bound_b = torch.zeros(len(histograms), dtype=torch.float64)
+    for position, histogram in enumerate(histograms):
+        if position not in imported:  # one float64 copy at a time: N of them would be N x V x 8 bytes
+            counts = histogram.to(torch.float64)
+            expected_b[position], bound_b[position] = counts @ projected, counts @ magnitude
+    checks.append((SET_KEYS[1], b @ vector, expected_b, bound_b))
     for key, stored, expected, bound in checks:
         if bool(((stored - expected).abs() > _TOLERANCE * bound + 1e-12).any()):
             raise ValueError(

@@ -36,9 +36,10 @@ from .generation import RoutedGeneration, RoutedStream, generate, generate_strea
 from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data
 from .outputs import IR3DERouterOutput, merge_outputs
 from .prompts import CHUNK_POSITIONS, PromptBatch
+from .routing_tables import RoutingTables
 from .shared_statistics import ExpertStatistics, check_compatible
 from .statistics import normalize_columns
-from .store import ExpertStatisticsStore, RoutingSettings, RoutingTables
+from .store import ExpertStatisticsStore, RoutingSettings
 
 __all__ = ["IR3DERouterModel", "IR3DERouterOutput"]
 

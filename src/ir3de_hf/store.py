@@ -41,7 +41,7 @@ from torch import nn
 from .routing_tables import RoutingTables
 from .statistics import augmented_moments, naive_bayes_scores, ridge_solve, weighted_gram
 
-__all__ = ["ExpertStatisticsStore", "Gram", "RoutingSettings", "RoutingTables"]
+__all__ = ["ExpertStatisticsStore", "Gram", "RoutingSettings"]
 
 Moments = tuple[torch.Tensor, torch.Tensor]
 
@@ -206,11 +206,12 @@ class ExpertStatisticsStore:
 
     def bias_moments(self) -> torch.Tensor:
         """``B = [b_1 … b_N]`` ((d+1) x N, float64) of the current state."""
-        embedding = self.embeddings.weight.detach()
-        never = self._state.settings.never_counted_ids
-        width = embedding.shape[1] + 1
-        columns = [expert.bias_moment(embedding, never) for expert in self._state.experts]
-        return torch.stack(columns, dim=1) if columns else torch.zeros(width, 0, dtype=torch.float64)
+        return _bias_moments(self._state, self.embeddings.weight.detach())
+
+    def counted_totals(self) -> torch.Tensor:
+        """The summed histogram of the current state with the never-counted ids zeroed (V, int64): what ``A`` is
+        built from."""
+        return _counted_totals(self._state, self.embeddings.weight)
 
     def token_counts(self) -> list[int]:
         """Tokens counted per expert, in order (for imported moments, the bias entry of ``b_n``)."""
@@ -318,11 +319,11 @@ class ExpertStatisticsStore:
         for expert in state.experts:
             if expert.imported is not None:
                 a = a + expert.imported[0].to(embedding.device)
-        b = torch.stack([expert.bias_moment(embedding, never) for expert in state.experts], dim=1)
+        b = _bias_moments(state, embedding)
         weight, bias = ridge_solve(a, b, settings.ridge_lambda)
         usable = torch.ones(embedding.shape[0], dtype=torch.bool, device=embedding.device)
         usable[list(never)] = False
-        extra = _naive_bayes_rows(state, embedding.device) if settings.naive_bayes_weight else None
+        extra = _naive_bayes_rows(state, embedding.shape[0], embedding.device) if settings.naive_bayes_weight else None
         return RoutingTables(
             state.version,
             state.names,
@@ -337,12 +338,7 @@ class ExpertStatisticsStore:
     def _gram(self, state: _State, embedding: torch.Tensor) -> Gram:
         """``A`` of ``state``'s histogram experts, from the latest ``A`` by the rows whose totals changed (caller holds
         the shared lock)."""
-        vocab_size = embedding.shape[0]
-        target = torch.zeros(vocab_size, dtype=torch.int64) if state.totals is None else state.totals
-        target = target.to(embedding.device)
-        if state.settings.never_counted_ids:
-            target = target.clone()
-            target[list(state.settings.never_counted_ids)] = 0
+        target = _counted_totals(state, embedding)
         key = table_key(embedding)
         latest = self._shared.gram
         if latest is not None and latest.table == key and latest.totals.device == target.device:
@@ -388,13 +384,30 @@ def _minus(totals: torch.Tensor | None, histogram: torch.Tensor | None) -> torch
     return totals - histogram.to(device="cpu", dtype=torch.int64)
 
 
-def _naive_bayes_rows(state: _State, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def _counted_totals(state: _State, embedding: torch.Tensor) -> torch.Tensor:
+    if state.totals is None:
+        return torch.zeros(embedding.shape[0], dtype=torch.int64, device=embedding.device)
+    target = state.totals.to(embedding.device)
+    if state.settings.never_counted_ids:
+        target = target.clone()
+        target[list(state.settings.never_counted_ids)] = 0
+    return target
+
+
+def _bias_moments(state: _State, embedding: torch.Tensor) -> torch.Tensor:
+    never = state.settings.never_counted_ids
+    columns = [expert.bias_moment(embedding, never) for expert in state.experts]
+    if not columns:
+        return torch.zeros(embedding.shape[1] + 1, 0, dtype=torch.float64, device=embedding.device)
+    return torch.stack(columns, dim=1)
+
+
+def _naive_bayes_rows(state: _State, vocab_size: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The weighted naive-Bayes term for some rows of the table: each row needs only that token's count per expert
     (gathered from the histograms as they are; never-counted ids are zeroed in the gathered columns only)."""
     settings = state.settings
     never = list(settings.never_counted_ids)
     histograms = [expert.histogram.to(device) if expert.histogram is not None else None for expert in state.experts]
-    vocab_size = max([len(h) for h in histograms if h is not None], default=0)
     expert_totals = torch.tensor(
         [
             expert.token_count - int(h[never].sum()) if h is not None else 0
