@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ir3de_hf import IR3DERouterModel
-from ir3de_hf.calibration import expected_calibration_error, fit_temperature
+from ir3de_hf.calibration import expected_calibration_error, fit_calibration, fit_temperature
 from ir3de_hf.configuration_ir3de import IR3DEConfig
 
 
@@ -133,6 +133,31 @@ def test_the_threshold_routes_exactly_the_prompts_at_or_above_it(fitted, held_ou
     right = output.expert_ids == targets
     assert float(right[output.confident].float().mean()) == pytest.approx(report.routed_accuracy)
     assert report.routed_accuracy >= 0.97 and float(output.confident.float().mean()) == pytest.approx(report.coverage)
+
+
+def test_pooled_predictions_of_two_routers_calibrate_like_one_call_on_their_union(fitted, held_out):
+    """What the leave-one-source-out calibration does: outputs of several routers (one per fold) pooled, then one
+    fit; with the same router twice it must equal `calibrate` on the concatenated prompts."""
+    texts, labels = _short_prompts(held_out, words=3)
+    half = len(texts) // 2
+    outputs = [fitted.route(part) for part in (texts[:half], texts[half:])]
+    targets = torch.tensor([fitted.expert_names.index(label) for label in labels])
+    pooled = fit_calibration(
+        torch.cat([o.logits for o in outputs]),
+        torch.cat([o.expert_ids for o in outputs]),
+        torch.cat([o.no_evidence for o in outputs]),
+        targets,
+        aggregation=fitted.config.aggregation,
+        target_accuracy=0.97,
+    )
+    assert fitted.config.min_confidence is None  # fitting alone changes nothing
+    direct = fitted.calibrate(texts, labels, target_accuracy=0.97)
+    assert pooled == direct
+    fitted.config.min_confidence = None
+    fitted.config.calibration_temperatures = {}
+    pooled.apply(fitted.config)
+    assert fitted.config.min_confidence == direct.min_confidence
+    assert fitted.config.calibration_temperatures == {fitted.config.aggregation: direct.temperature}
 
 
 def test_a_fallback_rate_target_sends_at_most_that_share_to_the_fallback(fitted, held_out):

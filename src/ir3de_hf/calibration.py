@@ -41,9 +41,10 @@ from ._figures import save_figure
 from .aggregation import probabilities
 
 if TYPE_CHECKING:
+    from .configuration_ir3de import IR3DEConfig
     from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["CalibrationReport", "calibrate", "expected_calibration_error", "fit_temperature"]
+__all__ = ["CalibrationReport", "calibrate", "expected_calibration_error", "fit_calibration", "fit_temperature"]
 
 _BINS = 15
 _COVERAGES = (1.0, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.5)
@@ -78,6 +79,11 @@ class CalibrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def apply(self, config: IR3DEConfig) -> None:
+        """Sets the fitted temperature (for this report's aggregation) and ``min_confidence`` on a router's config."""
+        config.calibration_temperatures = {**config.calibration_temperatures, self.aggregation: self.temperature}
+        config.min_confidence = self.min_confidence
 
     def markdown(self) -> str:
         """A summary and the coverage/accuracy curve as markdown (what the model card shows)."""
@@ -148,21 +154,52 @@ def calibrate(
     targets, prompts, lengths = _labelled_prompts(router, texts, labels, prompt_tokens)
     output = router.route(prompts, token_details=False)
     assert output.logits is not None and output.no_evidence is not None and output.expert_ids is not None
-    logits, decided = output.logits.float(), ~output.no_evidence
+    report = fit_calibration(
+        output.logits,
+        output.expert_ids,
+        output.no_evidence,
+        targets,
+        aggregation=router.config.aggregation,
+        target_accuracy=target_accuracy,
+        max_fallback_rate=max_fallback_rate,
+        prompt_tokens=lengths,
+    )
+    report.apply(router.config)
+    return report
+
+
+def fit_calibration(
+    logits: torch.Tensor,
+    expert_ids: torch.Tensor,
+    no_evidence: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    aggregation: str,
+    target_accuracy: float | None = None,
+    max_fallback_rate: float | None = None,
+    prompt_tokens: list[int] | None = None,
+) -> CalibrationReport:
+    """The temperature and threshold of [`calibrate`] from routing outputs already computed (``logits``,
+    ``expert_ids``, ``no_evidence`` of `IR3DERouterOutput`, ``targets`` the true expert indices): how to calibrate
+    on predictions pooled from several routers, such as the held-out-source folds of
+    `ir3de_hf.data.protocol.leave_one_source_out`. Apply the result with [`CalibrationReport.apply`]."""
+    target_accuracy = _checked_share("target_accuracy", target_accuracy, upper_open=False)
+    max_fallback_rate = _checked_share("max_fallback_rate", max_fallback_rate, upper_open=True)
+    logits, decided = logits.float(), ~no_evidence
     if not bool(decided.any()):
         raise ValueError("No calibration prompt has a token the router can use; nothing to calibrate on.")
-    correct = (output.expert_ids == targets) & decided
+    correct = (expert_ids == targets) & decided
     temperature = fit_temperature(logits[decided], targets[decided])
-    confidence = probabilities(logits, temperature, output.no_evidence).max(dim=1).values
-    uncalibrated = probabilities(logits, 1.0, output.no_evidence)
+    confidence = probabilities(logits, temperature, no_evidence).max(dim=1).values
+    uncalibrated = probabilities(logits, 1.0, no_evidence)
     threshold = _threshold(confidence, correct, decided, target_accuracy, max_fallback_rate)
     routed = decided if threshold is None else decided & (confidence >= threshold)
-    report = CalibrationReport(
-        aggregation=router.config.aggregation,
+    return CalibrationReport(
+        aggregation=aggregation,
         temperature=temperature,
         min_confidence=threshold,
-        prompts=len(prompts),
-        prompt_tokens=lengths,
+        prompts=len(targets),
+        prompt_tokens=prompt_tokens,
         accuracy=float(correct.float().mean()),
         coverage=float(routed.float().mean()),
         routed_accuracy=float(correct[routed].float().mean()) if bool(routed.any()) else float("nan"),
@@ -173,10 +210,6 @@ def calibrate(
         curve=_curve(confidence, correct, decided),
         bins=_bins(confidence, correct),
     )
-    temperatures = {**router.config.calibration_temperatures, report.aggregation: temperature}
-    router.config.calibration_temperatures = temperatures
-    router.config.min_confidence = threshold
-    return report
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
