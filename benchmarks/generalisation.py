@@ -54,6 +54,7 @@ OLD_DEFAULT: dict[str, Any] = {
     "normalize_columns": True,
     "naive_bayes_weight": 0.1,
     "naive_bayes_alpha": 1.0,
+    "balance_experts": False,
 }
 RIDGE_ONLY: dict[str, Any] = {**OLD_DEFAULT, "naive_bayes_weight": 0.0}
 
@@ -67,8 +68,10 @@ def variants() -> list[dict[str, Any]]:
             "normalize_columns": normalize,
             "naive_bayes_weight": weight,
             "naive_bayes_alpha": 1.0,
+            "balance_experts": balance,
         }
-        for ridge_lambda in (1e-2, 1.0, 10.0, 100.0)
+        for balance in (False, True)
+        for ridge_lambda in (1e-2, 1.0, 100.0)
         for normalize in (True, False)
         for weight in (0.0, 0.03, 0.1, 0.3)
         for aggregation in AGGREGATIONS
@@ -197,6 +200,8 @@ def settings_key(settings: dict[str, Any]) -> str:
     parts = [settings["aggregation"], f"λ={settings['ridge_lambda']:g}"]
     if not settings["normalize_columns"]:
         parts.append("raw columns")
+    if settings["balance_experts"]:
+        parts.append("balanced")
     parts.append(f"NB {settings['naive_bayes_weight']:g}" if settings["naive_bayes_weight"] else "ridge only")
     return ", ".join(parts)
 

@@ -79,7 +79,8 @@ def test_the_committed_pool_gives_three_sources_per_domain_and_disjoint_folds() 
         per_domain[domain].add(key)
     assert set(per_domain) == set(DOMAINS)
     assert all(len(sources) >= 3 for sources in per_domain.values()), dict(per_domain)
-    folds = leave_one_source_out(list(pool["domain"]), keys, doc_ids, max_train_per_source=800, max_test_per_source=200)
+    domains = list(pool["domain"])
+    folds = leave_one_source_out(domains, keys, doc_ids, max_train_per_source=800, max_test_per_source=200)
     assert len(folds) == sum(len(sources) for sources in per_domain.values())
     for fold in folds:
         test_docs = {doc_ids[i] for i in fold.test}

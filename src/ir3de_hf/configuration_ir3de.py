@@ -110,6 +110,12 @@ class IR3DEConfig(PreTrainedConfig):
             without this field loads with 0.
         naive_bayes_alpha (`float`, *optional*, defaults to 1.0):
             Additive (Laplace) smoothing of the naive-Bayes term's token counts.
+        balance_experts (`bool`, *optional*, defaults to `True`):
+            Weigh every expert the same in the ridge fit (each token by 2^20 / the expert's token count) instead of
+            by its token count, so an expert with little text is not outvoted by one with much. Still closed-form
+            from the same histograms, and an edit still costs only the edited expert's rows. Chosen under the
+            leave-one-source-out protocol (see the README's generalisation section). A saved config without this
+            field loads with `False`, so older routers decide exactly as they did.
         encoder (`str`, *optional*):
             Hub id or local path of the causal LM whose input embeddings are the frozen encoder.
         encoder_revision (`str`, *optional*):
@@ -163,6 +169,7 @@ class IR3DEConfig(PreTrainedConfig):
     normalize_columns: bool = True
     naive_bayes_weight: float | int = 0.1
     naive_bayes_alpha: float | int = 1.0
+    balance_experts: bool = True
     encoder: str | None = None
     encoder_revision: str | None = None
     vocab_size: int = 49152
@@ -182,10 +189,10 @@ class IR3DEConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
-        """Loads a config; one saved before the naive-Bayes term existed (no ``naive_bayes_weight``) keeps the ridge
-        head alone, so old routers decide exactly as they did."""
-        if "naive_bayes_weight" not in config_dict:
-            config_dict = {**config_dict, "naive_bayes_weight": 0.0}
+        """Loads a config; one saved before a setting existed keeps that setting's old behaviour (no
+        ``naive_bayes_weight``: the ridge head alone; no ``balance_experts``: experts weighted by token count), so
+        old routers decide exactly as they did."""
+        config_dict = {**_OLD_BEHAVIOUR, **config_dict}
         return super().from_dict(config_dict, **kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -350,6 +357,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "normalize_columns": _boolean,
     "naive_bayes_weight": _non_negative_number,
     "naive_bayes_alpha": _positive_number,
+    "balance_experts": _boolean,
     "encoder": _optional_string,
     "encoder_revision": _optional_string,
     "vocab_size": _positive_integer,
@@ -364,3 +372,5 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "ir3de_format_version": _format_version,
 }
 _TOKEN_ID_FIELDS = ("vocab_size", "pad_token_id", "ignored_token_ids")
+# Settings added after routers were first saved, at the values that reproduce what those routers did.
+_OLD_BEHAVIOUR: dict[str, Any] = {"naive_bayes_weight": 0.0, "balance_experts": False}

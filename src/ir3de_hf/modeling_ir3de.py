@@ -124,7 +124,9 @@ class IR3DERouterModel(PreTrainedModel):
         """Creates an empty router (no experts) whose frozen encoder is a copy of ``encoder``'s input embeddings.
 
         Args:
-            encoder: a Hub id or local path of a causal LM, a loaded `PreTrainedModel`, or an `nn.Embedding`.
+            encoder: a Hub id or local path of a causal LM (or of a model2vec static model: any static token
+                table with its tokenizer keeps the histogram identity), a loaded `PreTrainedModel`, or an
+                `nn.Embedding`. The router tokenizes with this encoder's tokenizer; experts keep their own.
             tokenizer: the tokenizer of the encoder (a tokenizer object, Hub id or path). Loaded from ``encoder``
                 when that is a Hub id or path. Needed to add experts from text and to route text.
             encoder_id: the Hub id to record as ``config.encoder`` when ``encoder`` is a local copy of a Hub model
@@ -506,4 +508,5 @@ def _settings(config: IR3DEConfig) -> RoutingSettings:
         tuple(config.never_counted_ids),
         float(config.naive_bayes_weight),
         float(config.naive_bayes_alpha),
+        bool(config.balance_experts),
     )

@@ -141,11 +141,14 @@ def import_reference_router(
         tokenizer: defaults to the encoder's (or the files' ``tokenizer`` when it names another repository).
         include: the file pattern within directories and Hub repositories.
         revision: the revision of a Hub repository of statistics.
-        **config_kwargs: [`IR3DEConfig`] fields (``ridge_lambda``, ``aggregation``...).
+        **config_kwargs: [`IR3DEConfig`] fields (``ridge_lambda``, ``aggregation``...). ``balance_experts``
+            defaults to False here: the reference code weighs each domain by its token count, and the import gives
+            its exact head; pass True for the balanced fit of `from_encoder`'s routers.
 
     Raises:
         ValueError: unreadable or inconsistent files, or an encoder other than the one the files name.
     """
+    config_kwargs.setdefault("balance_experts", False)
     statistics = load_reference_statistics(sources, include=include, revision=revision)
     source, recorded = _encoder(statistics, encoder, encoder_id)
     if tokenizer is None and statistics.tokenizer not in (None, statistics.embedder):
@@ -176,7 +179,10 @@ def export_reference(
 ) -> Path:
     """Writes the moments ``(A_n, b_n)`` the router solves with (those of ``experts``, default all) as one AXL
     file, one entry per expert named by the expert; an AXL peer loads it unchanged and `import_reference_router`
-    gives back the same head."""
+    gives back the same head.
+
+    The moments are the raw sums the reference code adds up, unweighted: a peer solves the head this router has with
+    ``balance_experts=False`` (import with ``balance_experts=True`` to get back a balanced router's head)."""
     names = list(experts) if experts else router.expert_names
     unknown = [name for name in names if name not in router.expert_names]
     if unknown or len(set(names)) != len(names):

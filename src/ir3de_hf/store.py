@@ -48,19 +48,26 @@ Moments = tuple[torch.Tensor, torch.Tensor]
 # A is rebuilt in one product once the tokens moved in and out by updates pass this many times those it holds: the
 # rounding of the updates then stays within about 65 float64 ulps of A's own scale (1e-14 relative).
 _MOVED_LIMIT = 64
+# With balanced experts every expert counts as much as 2^20 tokens (about a million, the size of the demo's experts,
+# so λ keeps the scale it has for unweighted counts): its tokens weigh round(2^40 / its token count), an integer, so
+# the summed histogram stays an exact int64 through any edits, and A and B are scaled by 2^-20 (exact) when solved.
+_BALANCED_MASS = 2**40
+_BALANCED_SCALE = 2.0**-20
 
 
 @dataclass(frozen=True)
 class RoutingSettings:
     """What the head depends on besides the statistics: the ridge penalty λ, the column normalisation, the ids
-    that are never counted and never vote (padding, special tokens), and the weight and smoothing of the naive-Bayes
-    term added to the score table (0: the ridge head alone)."""
+    that are never counted and never vote (padding, special tokens), the weight and smoothing of the naive-Bayes
+    term added to the score table (0: the ridge head alone), and whether every expert weighs the same in the fit
+    (``balance_experts``) instead of in proportion to its token count."""
 
     ridge_lambda: float
     normalize_columns: bool
     never_counted_ids: tuple[int, ...]
     naive_bayes_weight: float = 0.0
     naive_bayes_alpha: float = 1.0
+    balance_experts: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,10 @@ class Gram:
     """``A = Ẽᵀ diag(totals) Ẽ`` of the histogram experts for one embedding table.
 
     Attributes:
-        totals: the summed histogram it was built from, never-counted ids already zeroed (V, int64).
+        totals: the summed histogram it was built from, never-counted ids already zeroed (V, int64; each expert's
+            counts times its integer weight with ``balance_experts``).
         a: the matrix ((d+1) x (d+1), float64).
-        moved: tokens added or removed by updates since it was last built in one product.
+        moved: (weighted) tokens added or removed by updates since it was last built in one product.
         table: which table (``data_ptr``, in-place version) it belongs to: a table changed in place invalidates it.
     """
 
@@ -125,6 +133,17 @@ class _Expert:
             self._bias_moments[key] = cached
         return cached
 
+    def weight(self, settings: RoutingSettings) -> int:
+        """How much each of this expert's tokens weighs in the summed histogram: 1, or ``round(2^40 / tokens)`` with
+        balanced experts (tokens counted without the never-counted ids; times 2^-20 in the solve: each expert then
+        weighs 2^20 tokens, to 1 part in 1,000 up to a billion tokens), so a small expert is not outvoted."""
+        if not settings.balance_experts:
+            return 1
+        tokens = self.token_count
+        if self.histogram is not None and settings.never_counted_ids:
+            tokens -= int(self.histogram[list(settings.never_counted_ids)].sum())
+        return max(1, round(_BALANCED_MASS / tokens)) if tokens > 0 else 1
+
     def seed_bias_moment(self, embedding: torch.Tensor, never_counted: tuple[int, ...], value: torch.Tensor) -> None:
         """Records a ``b_n`` read from a checkpoint (and verified there) instead of computing it."""
         self._bias_moments[(table_key(embedding), never_counted)] = value
@@ -136,7 +155,7 @@ class _State:
     settings: RoutingSettings
     names: tuple[str, ...] = ()
     experts: tuple[_Expert, ...] = ()
-    totals: torch.Tensor | None = None  # the summed histograms (V, int64, CPU), never-counted ids included
+    totals: torch.Tensor | None = None  # the summed (weighted) histograms (V, int64, CPU), never-counted ids included
     tables: list[RoutingTables] = field(default_factory=list)  # at most one, filled on first use
 
 
@@ -209,8 +228,8 @@ class ExpertStatisticsStore:
         return _bias_moments(self._state, self.embeddings.weight.detach())
 
     def counted_totals(self) -> torch.Tensor:
-        """The summed histogram of the current state with the never-counted ids zeroed (V, int64): what ``A`` is
-        built from."""
+        """The summed histogram of the current state with the never-counted ids zeroed (V, int64; with balanced
+        experts each histogram times its integer weight): what ``A`` is built from."""
         return _counted_totals(self._state, self.embeddings.weight)
 
     def token_counts(self) -> list[int]:
@@ -239,7 +258,7 @@ class ExpertStatisticsStore:
                 state,
                 names=(*state.names, name),
                 experts=(*state.experts, expert),
-                totals=_plus(state.totals, expert.histogram),
+                totals=_plus(state.totals, expert, state.settings),
             )
 
     def replace(self, name: str, *, histogram: torch.Tensor | None = None, moments: Moments | None = None) -> None:
@@ -249,7 +268,7 @@ class ExpertStatisticsStore:
             index = self._index(state, name)
             experts = list(state.experts)
             old, experts[index] = experts[index], _Expert(histogram, moments)
-            totals = _plus(_minus(state.totals, old.histogram), experts[index].histogram)
+            totals = _plus(_minus(state.totals, old, state.settings), experts[index], state.settings)
             self._publish(state, experts=tuple(experts), totals=totals)
 
     def remove(self, name: str) -> None:
@@ -262,15 +281,23 @@ class ExpertStatisticsStore:
                 state,
                 names=tuple(state.names[i] for i in keep),
                 experts=tuple(state.experts[i] for i in keep),
-                totals=_minus(state.totals, state.experts[index].histogram),
+                totals=_minus(state.totals, state.experts[index], state.settings),
             )
 
     def configure(self, settings: RoutingSettings) -> None:
-        """Sets the solver settings; a new version only if they differ from the current ones."""
+        """Sets the solver settings; a new version only if they differ from the current ones (and new summed
+        histograms if the experts' weights changed with them)."""
         if settings != self._state.settings:
             with self._lock:
-                if settings != self._state.settings:
-                    self._publish(self._state, settings=settings)
+                state = self._state
+                if settings != state.settings:
+                    totals = state.totals
+                    old = state.settings
+                    if any(expert.weight(settings) != expert.weight(old) for expert in state.experts):
+                        totals = None
+                        for expert in state.experts:
+                            totals = _plus(totals, expert, settings)
+                    self._publish(state, settings=settings, totals=totals)
 
     def seed(self, gram: Gram, bias_moments: torch.Tensor) -> None:
         """Adopts ``A`` and ``B`` ((d+1) x N) read from a checkpoint and verified against its histograms (see
@@ -315,11 +342,13 @@ class ExpertStatisticsStore:
         """Solves the head of ``state``: ``A`` brought up to date, ``B`` from the cached ``b_n``, one solve."""
         settings = state.settings
         never = settings.never_counted_ids
-        a = self._gram(state, embedding).a
-        for expert in state.experts:
+        scale = _BALANCED_SCALE if settings.balance_experts else 1.0
+        a = scale * self._gram(state, embedding).a
+        weights = [scale * expert.weight(settings) for expert in state.experts]
+        for expert, expert_weight in zip(state.experts, weights, strict=True):
             if expert.imported is not None:
-                a = a + expert.imported[0].to(embedding.device)
-        b = _bias_moments(state, embedding)
+                a = a + expert_weight * expert.imported[0].to(embedding.device)
+        b = _bias_moments(state, embedding) * torch.tensor(weights, dtype=torch.float64, device=embedding.device)
         weight, bias = ridge_solve(a, b, settings.ridge_lambda)
         usable = torch.ones(embedding.shape[0], dtype=torch.bool, device=embedding.device)
         usable[list(never)] = False
@@ -371,17 +400,25 @@ class ExpertStatisticsStore:
         return state.names.index(name)
 
 
-def _plus(totals: torch.Tensor | None, histogram: torch.Tensor | None) -> torch.Tensor | None:
-    if histogram is None:
-        return totals
-    histogram = histogram.to(device="cpu", dtype=torch.int64)
-    return histogram.clone() if totals is None else totals + histogram
+def _weighted(expert: _Expert, settings: RoutingSettings) -> torch.Tensor | None:
+    """The expert's histogram as it enters the summed totals: its counts times its (integer) weight."""
+    if expert.histogram is None:
+        return None
+    counts = expert.histogram.to(device="cpu", dtype=torch.int64)
+    weight = expert.weight(settings)
+    return counts if weight == 1 else counts * weight
 
 
-def _minus(totals: torch.Tensor | None, histogram: torch.Tensor | None) -> torch.Tensor | None:
-    if histogram is None or totals is None:
+def _plus(totals: torch.Tensor | None, expert: _Expert, settings: RoutingSettings) -> torch.Tensor | None:
+    counts = _weighted(expert, settings)
+    if counts is None:
         return totals
-    return totals - histogram.to(device="cpu", dtype=torch.int64)
+    return counts.clone() if totals is None else totals + counts
+
+
+def _minus(totals: torch.Tensor | None, expert: _Expert, settings: RoutingSettings) -> torch.Tensor | None:
+    counts = _weighted(expert, settings)
+    return totals if counts is None or totals is None else totals - counts
 
 
 def _counted_totals(state: _State, embedding: torch.Tensor) -> torch.Tensor:
