@@ -371,8 +371,8 @@ def unknown_fallback(make_router: Callable[[], IR3DERouterModel], bench: Bench, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-train", type=int, default=800, help="training windows per source (seeded choice)")
-    parser.add_argument("--max-test", type=int, default=200, help="test windows per held-out source")
+    parser.add_argument("--max-train", type=int, default=400, help="training windows per source (seeded choice)")
+    parser.add_argument("--max-test", type=int, default=100, help="test windows per held-out source")
     parser.add_argument("--encoders", nargs="+", default=["all"], help="featurizers to compare (default: all)")
     parser.add_argument("--baselines", nargs="+", default=["all"], help="baselines to run ('none' for none)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)

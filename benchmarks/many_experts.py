@@ -199,10 +199,11 @@ def main() -> None:
                 router.config.aggregation = aggregation
                 record(f"IR3DE {aggregation} ({variant})", n, fit_s, add_s, evaluate(ir3de_route(router), chosen))
             router.config.aggregation = default
-            weight = router.config.naive_bayes_weight
-            router.config.naive_bayes_weight = 0.0
-            record(f"IR3DE {default}, ridge only ({variant})", n, fit_s, add_s, evaluate(ir3de_route(router), chosen))
-            router.config.naive_bayes_weight = weight
+            router.config.naive_bayes_weight, router.config.balance_experts = 0.1, False  # issue 15's defaults
+            label = f"IR3DE {default} + naive Bayes 0.1, unbalanced (old default; {variant})"
+            record(label, n, fit_s, add_s, evaluate(ir3de_route(router), chosen))
+            router.config.naive_bayes_weight = base.config.naive_bayes_weight
+            router.config.balance_experts = base.config.balance_experts
     default_aggregation = base.config.aggregation
 
     # ---------------------------------------------------------------------------------------------- baselines

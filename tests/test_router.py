@@ -105,13 +105,13 @@ def test_real_text_routes_to_its_domain(onehot_router, domain_texts):
     assert int(out.voting_mask.sum(dim=1).max()) <= text_router.config.top_k
 
 
-def test_output_fields_for_a_single_prompt(text_router, domain_texts):
-    text_router.add_expert("code", texts=domain_texts["code"])
-    text_router.add_expert("legal", texts=domain_texts["legal"])
-    out = text_router.route("def encode(self, obj): return obj")
+def test_output_fields_for_a_single_prompt(onehot_router, domain_texts):
+    onehot_router.add_expert("code", texts=domain_texts["code"])
+    onehot_router.add_expert("legal", texts=domain_texts["legal"])
+    out = onehot_router.route("def encode(self, obj): return obj")
     assert out.expert_names == ["code"] and out.expert_ids.tolist() == [0]
     assert out.margins.item() == pytest.approx(out.logits[0, 0].item() - out.logits[0, 1].item())
-    single = IR3DERouterModel.from_encoder(text_router.embed_tokens, text_router.tokenizer)
+    single = IR3DERouterModel.from_encoder(onehot_router.embed_tokens, onehot_router.tokenizer)
     single.add_expert("only", texts=domain_texts["docs"])
     assert single.route("any text").margins.tolist() == [float("inf")]
 

@@ -1,8 +1,8 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """The input-embedding table of a causal LM read straight from its safetensors files, without building the model.
 
-A static embedding model saved by model2vec (``config.json`` with ``model_type: model2vec``, one ``embeddings``
-tensor) is read the same way: its table is a router's encoder as well.
+A static embedding model saved by model2vec (one tensor, ``embeddings``; its ``config.json`` names a ``model_type``
+only when the model was distilled) is read the same way: its table is a router's encoder as well.
 
 A router needs only ``E`` (V x d); instantiating an 8B encoder to take its embeddings would need 32 GB in float32.
 Here ``config.json`` and the safetensors index say which tensor is the input embedding and which shard holds it; that
@@ -34,7 +34,7 @@ _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Phi: model.embed_tokens; GPT-2: transformer.wte; BLOOM/Falcon: word_embeddings; GPT-NeoX: embed_in).
 _SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "tok_embeddings.weight")
 _TIED_OUTPUT = "lm_head.weight"
-_STATIC = ("model2vec", "embeddings")  # model_type of a model2vec StaticModel and the name of its one tensor
+_STATIC = "embeddings"  # the one tensor of a model2vec StaticModel's model.safetensors
 
 
 def read_input_embeddings(source: str | os.PathLike[str], revision: str | None = None) -> torch.Tensor:
@@ -109,8 +109,8 @@ class _Files:
 def _embedding_name(names: list[str], config: dict[str, Any], where: str) -> str:
     """The input-embedding tensor among a checkpoint's tensor names; with tied embeddings a checkpoint that kept
     only the output projection gives that."""
-    if config.get("model_type") == _STATIC[0] and _STATIC[1] in names:
-        return _STATIC[1]
+    if names == [_STATIC]:
+        return _STATIC
     for suffix in _SUFFIXES:
         found = [name for name in names if name == suffix or name.endswith("." + suffix)]
         if len(found) == 1:

@@ -97,17 +97,17 @@ class IR3DEConfig(PreTrainedConfig):
             Ridge penalty λ > 0 of `(A + λI) W = B` (it also penalises the bias row, as in the reference code).
         aggregation (`str`, *optional*, defaults to `"weighted_mean"`):
             How token scores become one decision: `"majority_vote"`, `"entropy_top_k"`, `"mean"` or `"weighted_mean"`
-            (the most accurate on the ir3de-multidomain validation split at 16, 64 and 256 tokens).
+            (the most accurate under leave-one-source-out on ir3de-multidomain at 16, 64 and 256 tokens).
         top_k (`int`, *optional*, defaults to 10):
             Number of lowest-entropy tokens that vote with `"entropy_top_k"`.
         normalize_columns (`bool`, *optional*, defaults to `True`):
             Divide each expert's weight column and bias by the column norm (the reference implementation does).
-        naive_bayes_weight (`float`, *optional*, defaults to 0.1):
+        naive_bayes_weight (`float`, *optional*, defaults to 0.0):
             Weight of a multinomial naive-Bayes term added to every token's scores: the token's log-likelihood under
             each expert's histogram (smoothed by `naive_bayes_alpha`), centred over the experts. Closed-form from the
-            same histograms, still a table lookup; it makes routing more accurate in and out of the training sources
-            (see the README's quality section). 0 gives the ridge head alone, as before issue 15: a saved config
-            without this field loads with 0.
+            same histograms, still a table lookup. It helps on the training sources' own kind of text and costs on
+            sources the router never saw (leave-one-source-out, see the README's generalisation section), so the
+            default is 0: the ridge head alone. A saved config keeps its value; one without this field loads with 0.
         naive_bayes_alpha (`float`, *optional*, defaults to 1.0):
             Additive (Laplace) smoothing of the naive-Bayes term's token counts.
         balance_experts (`bool`, *optional*, defaults to `True`):
@@ -167,7 +167,7 @@ class IR3DEConfig(PreTrainedConfig):
     aggregation: str = "weighted_mean"
     top_k: int = 10
     normalize_columns: bool = True
-    naive_bayes_weight: float | int = 0.1
+    naive_bayes_weight: float | int = 0.0
     naive_bayes_alpha: float | int = 1.0
     balance_experts: bool = True
     encoder: str | None = None

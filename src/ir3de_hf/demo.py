@@ -1,6 +1,7 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """The demo router: SmolLM2-135M-Instruct embeddings, fitted on the ir3de-multidomain train split and calibrated on
-its validation split (99% accuracy of the routed prompts at 16/64/256 tokens), with the six LoRA experts of
+sources it never saw (the out-of-source validation half and the additional sources; 99% accuracy of the routed
+prompts at 16/64/256 tokens), with the six LoRA experts of
 ``space_app/experts`` registered. Built on first use (seconds) and cached.
 
     python -m ir3de_hf.demo                 # route one test prompt per domain and let the chosen expert answer
@@ -25,6 +26,8 @@ from ._resources import resource_path
 from .assets import cache_root, smollm2_path
 from .configuration_ir3de import FORMAT_VERSION, IR3DEConfig
 from .data import benchmark_path, load_benchmark
+from .data.more_sources import load_more_sources
+from .data.out_of_source import load_out_of_source
 from .experts import ExpertPool
 from .modeling_ir3de import IR3DERouterModel
 
@@ -33,7 +36,7 @@ __all__ = ["demo_experts_path", "load_demo_router", "sample_prompts"]
 DOMAINS = ("code", "legal", "politics", "biomedical", "fiction", "multilingual")
 ENCODER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # How the cached router is saved: a change must not reuse an old cache.
-_LAYOUT = "experts copied in, Hub ids, calibrated"
+_LAYOUT = "experts copied in, Hub ids, calibrated on unseen sources"
 EXPERTS_ENV = "IR3DE_DEMO_EXPERTS"
 
 
@@ -93,6 +96,8 @@ def _pool(encoder: Path) -> ExpertPool:
 
 
 def _fit(encoder: Path, experts: Path) -> IR3DERouterModel:
+    from datasets import concatenate_datasets
+
     # The asset directory is a local copy of the Hub model: the router records the Hub id, never the local path.
     router = IR3DERouterModel.from_encoder(encoder, encoder_id=ENCODER_ID)
     router.expert_pool = _pool(encoder)
@@ -105,8 +110,9 @@ def _fit(encoder: Path, experts: Path) -> IR3DERouterModel:
             base_model=ENCODER_ID,
             description=f"SmolLM2-135M-Instruct LoRA expert for {domain} text (ir3de-multidomain)",
         )
-    validation = load_benchmark()["validation"]  # calibrated probabilities and a fallback threshold (issue 15)
-    router.calibrate(validation["text"], validation["domain"], target_accuracy=0.99, prompt_tokens=[16, 64, 256])
+    # Calibrated on sources the router never saw (issue 21): in-distribution text would make it over-confident.
+    unseen = concatenate_datasets([load_out_of_source()["validation"], load_more_sources()])
+    router.calibrate(unseen["text"], unseen["domain"], target_accuracy=0.99, prompt_tokens=[16, 64, 256])
     return router
 
 
