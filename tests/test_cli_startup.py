@@ -51,14 +51,21 @@ def test_a_subcommands_help_lists_its_arguments_without_importing_torch():
     assert _run_python(code) == "True []"
 
 
-def test_import_ir3de_hf_then_auto_classes_load_a_saved_router(text_router, domain_texts, tmp_path):
-    """In a fresh interpreter: ``import ir3de_hf`` first, transformers' auto classes afterwards (the lazy path)."""
+@pytest.mark.parametrize(
+    "first",
+    ["", "from transformers import AutoTokenizer\n", "from transformers import pipeline\n"],
+    ids=["auto-classes", "tokenizer-first", "pipeline-first"],
+)
+def test_import_ir3de_hf_then_auto_classes_load_a_saved_router(first, text_router, domain_texts, tmp_path):
+    """In a fresh interpreter: ``import ir3de_hf`` first, transformers' auto classes afterwards (the lazy path), also
+    when another auto module (the tokenizer's imports the config's and the model's) is what pulls them in."""
     for name, texts in domain_texts.items():
         text_router.add_expert(name, texts=texts[:5])
     text_router.save_pretrained(tmp_path)
     code = (
-        "import sys, ir3de_hf\nassert 'transformers' not in sys.modules\n"
-        "from transformers import AutoConfig, AutoModel\n"
+        "import sys, warnings, ir3de_hf\nassert 'transformers' not in sys.modules\n"
+        "warnings.simplefilter('error', RuntimeWarning)\n"
+        f"{first}from transformers import AutoConfig, AutoModel\n"
         f"config = AutoConfig.from_pretrained({str(tmp_path)!r})\n"
         f"model = AutoModel.from_pretrained({str(tmp_path)!r})\n"
         "print(type(config).__name__, type(model).__name__, model.expert_names)"
