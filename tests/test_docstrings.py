@@ -12,6 +12,7 @@ MODULES = [
     "ir3de_hf.calibration",
     "ir3de_hf.checkpoint",
     "ir3de_hf.configuration_ir3de",
+    "ir3de_hf.data.protocol",
     "ir3de_hf.evaluation",
     "ir3de_hf.experts",
     "ir3de_hf.fitting",
