@@ -26,8 +26,8 @@ from ._resources import resource_path
 from .assets import cache_root, smollm2_path
 from .configuration_ir3de import FORMAT_VERSION, IR3DEConfig
 from .data import benchmark_path, load_benchmark
-from .data.more_sources import load_more_sources
-from .data.out_of_source import load_out_of_source
+from .data.more_sources import MORE_SOURCES_FILE, load_more_sources
+from .data.out_of_source import OUT_OF_SOURCE_FILES, load_out_of_source
 from .experts import ExpertPool
 from .modeling_ir3de import IR3DERouterModel
 
@@ -80,12 +80,14 @@ def sample_prompts(tokenizer: Any, tokens: int = 48) -> dict[str, str]:
 
 
 def _cache_key(encoder: Path, experts: Path) -> str:
-    train = sorted((benchmark_path() / "data").glob("train-*.parquet"))
+    folder = benchmark_path()
+    fitted_on = sorted((folder / "data").glob("train-*.parquet"))
+    calibrated_on = [folder / OUT_OF_SOURCE_FILES["validation"], folder / MORE_SOURCES_FILE]
     digest = hashlib.sha256()
     defaults = IR3DEConfig().to_json_string(use_diff=False)  # a changed default must not reuse an old fit
     for part in [__version__, str(FORMAT_VERSION), _LAYOUT, defaults, str(encoder), str(experts.resolve())]:
         digest.update(part.encode())
-    for path in train:
+    for path in [*fitted_on, *calibrated_on]:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
