@@ -48,6 +48,7 @@ from ir3de_hf.calibration import expected_calibration_error, fit_calibration
 from ir3de_hf.data import DOMAINS
 from ir3de_hf.data.out_of_source import load_unknown
 from ir3de_hf.data.protocol import HeldOutSource, leave_one_source_out, source_pool
+from settings import ISSUE_15_DEFAULTS
 
 RESULTS = Path(__file__).parent / "results"
 LENGTHS = (16, 64, 256)
@@ -58,9 +59,8 @@ OLD_DEFAULT: dict[str, Any] = {
     "aggregation": "weighted_mean",
     "ridge_lambda": 1e-2,
     "normalize_columns": True,
-    "naive_bayes_weight": 0.1,
     "naive_bayes_alpha": 1.0,
-    "balance_experts": False,
+    **ISSUE_15_DEFAULTS,
 }
 RIDGE_ONLY: dict[str, Any] = {**OLD_DEFAULT, "naive_bayes_weight": 0.0}
 

@@ -55,11 +55,10 @@ from ir3de_hf.data.out_of_source import load_out_of_source, load_unknown
 from ir3de_hf.demo import DOMAINS, load_demo_router
 from ir3de_hf.evaluation import normalized_performance, perplexity_by_domain, plot_confusion_matrix, routing_report
 from ir3de_hf.perplexity import NLLTotal, per_text_nll
+from settings import ISSUE_15_DEFAULTS
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_ACCURACY = 0.99
-# Issue 15's defaults, chosen on a fixed validation set; leave-one-source-out replaced them (generalisation.py).
-OLD_DEFAULT = {"naive_bayes_weight": 0.1, "balance_experts": False}
 
 
 def per_domain(rows: Any, count: int | None) -> tuple[list[str], list[str]]:
@@ -191,7 +190,7 @@ def main() -> None:
             add_s,
         )
     ir3de.config.aggregation = default_aggregation
-    for field, value in OLD_DEFAULT.items():  # the same counts, re-solved with issue 15's settings
+    for field, value in ISSUE_15_DEFAULTS.items():  # the same counts, re-solved with issue 15's settings
         setattr(ir3de.config, field, value)
     record(
         f"IR3DE {default_aggregation} + naive Bayes 0.1, unbalanced (old default, issue 15)",
@@ -200,7 +199,7 @@ def main() -> None:
         float("nan"),
         add_s,
     )
-    for field in OLD_DEFAULT:
+    for field in ISSUE_15_DEFAULTS:
         setattr(ir3de.config, field, getattr(IR3DEConfig(), field))
 
     # The reference code's padding: EOS counted in the statistics and voting in prompts padded to 256 tokens.
