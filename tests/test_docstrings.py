@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "ir3de_hf._extras",
     "ir3de_hf.aggregation",
     "ir3de_hf.calibration",
     "ir3de_hf.checkpoint",
