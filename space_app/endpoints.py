@@ -26,8 +26,8 @@ import torch
 from router_snapshots import RouterHolder
 
 from ir3de_hf import ExpertSpec, IR3DERouterModel
-from ir3de_hf._hub_files import local_path_or_hub_id
 from ir3de_hf.generation import chat_prompt
+from ir3de_hf.hub import local_path_or_hub_id
 
 __all__ = [
     "DEFAULT_MIN_MARGIN",

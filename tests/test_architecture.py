@@ -77,7 +77,7 @@ def test_the_import_graph_of_the_package_has_no_cycle():
     for module in MODULES:
         if module not in state:
             visit(module, [module])
-    assert "ir3de_hf.store" in graph and "ir3de_hf.modeling_ir3de" in graph["ir3de_hf.hub"]
+    assert "ir3de_hf.store" in graph and "ir3de_hf.modeling_ir3de" in graph["ir3de_hf.hub._push"]
 
 
 @pytest.mark.parametrize("module", ["ir3de_hf.statistics", "ir3de_hf.aggregation", "ir3de_hf.store"])

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-import ir3de_hf._saving as saving
+import ir3de_hf.hub._atomic as saving
 from ir3de_hf import IR3DERouterModel
-from ir3de_hf._saving import atomic_directory, recover_directory
+from ir3de_hf.hub._atomic import atomic_directory, recover_directory
 
 PROBE = torch.tensor([[1, 2, 3], [30, 31, 32], [5, 25, 35], [12, 13, 14]])
 

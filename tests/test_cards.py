@@ -11,8 +11,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from ir3de_hf import CardInfo, IR3DERouterModel
-from ir3de_hf.cards import router_card
 from ir3de_hf.evaluation import routing_report
+from ir3de_hf.model_card import router_card
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "router_card.md"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ir3de_hf._hub_files import hub_id, local_path_or_hub_id
+from ir3de_hf.hub._locations import hub_id, local_path_or_hub_id
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cards import CardInfo
     from .configuration_ir3de import ExpertSpec, IR3DEConfig
+    from .model_card import CardInfo
     from .modeling_ir3de import IR3DERouterModel, IR3DERouterOutput
     from .shared_statistics import ExpertStatistics, StatisticsError
 
@@ -34,7 +34,7 @@ __version__ = "0.1.0.dev0"
 
 # public name -> the submodule that defines it, imported on first access
 _EXPORTS = {
-    "CardInfo": "cards",
+    "CardInfo": "model_card",
     "ExpertSpec": "configuration_ir3de",
     "ExpertStatistics": "shared_statistics",
     "IR3DEConfig": "configuration_ir3de",

@@ -22,7 +22,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 
-from ._hub_files import hub_file, local_path_or_hub_id
+from .hub._locations import hub_file, local_path_or_hub_id
 
 __all__ = ["read_input_embeddings"]
 

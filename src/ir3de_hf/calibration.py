@@ -78,7 +78,13 @@ class CalibrationReport:
     bins: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: what ``calibration.json`` beside a saved router holds."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CalibrationReport:
+        """The report `to_dict` gave (a saved router's ``calibration.json``); unknown or missing keys are refused."""
+        return cls(**values)
 
     def apply(self, config: IR3DEConfig) -> None:
         """Sets the fitted temperature (for this report's aggregation) and ``min_confidence`` on a router's config."""

@@ -60,7 +60,7 @@ def _overwrite_argument(parser: argparse.ArgumentParser, where: str) -> None:
 
 def _check_output(directory: str | Path, overwrite: bool) -> None:
     """Refuses a foreign ``--output`` before any work: a fit may count for hours before it saves."""
-    from .persistence import check_save_target
+    from .hub._router_files import check_save_target
 
     check_save_target(directory, overwrite)
 
@@ -417,7 +417,7 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .cards import CALIBRATION_IMAGE, CardInfo
+    from .model_card import CALIBRATION_IMAGE, CardInfo
 
     output = args.output
     if output is None:
@@ -488,12 +488,12 @@ def _pull_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _pull(args: argparse.Namespace) -> int:
     from .hub import pull_router
-    from .persistence import check_save_target
+    from .hub._router_files import check_save_target
 
     if args.local_dir is None or not check_save_target(args.local_dir, args.overwrite):
         print(pull_router(args.repo_id, args.local_dir, revision=args.revision))
         return 0
-    from ._saving import atomic_directory
+    from .hub._atomic import atomic_directory
 
     with atomic_directory(args.local_dir, keep_others=False) as staging:  # --overwrite: the router replaces it whole
         pull_router(args.repo_id, staging, revision=args.revision)
@@ -676,7 +676,7 @@ def _expert_fields(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _load_router(name_or_path: str) -> Any:
-    from ._hub_files import local_path_or_hub_id
+    from .hub import local_path_or_hub_id
     from .modeling_ir3de import IR3DERouterModel
 
     path = local_path_or_hub_id(name_or_path)

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ._hub_files import hub_file, local_path_or_hub_id
 from .configuration_ir3de import ExpertSpec
+from .hub._locations import hub_file, local_path_or_hub_id
 from .tokenization import vocabulary_fingerprint
 
 __all__ = ["ExpertPool", "LoadedExpert", "with_adapter_base"]

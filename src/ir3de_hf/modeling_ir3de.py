@@ -11,29 +11,32 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitInfo
+from huggingface_hub import CommitInfo, HfApi
 from torch import nn
 from transformers import PreTrainedModel
 from typing_extensions import Unpack
 
-from . import persistence
-from ._saving import recover_directory
 from .aggregation import USES_ENTROPY, aggregate_rows, margins, probabilities
 from .calibration import CalibrationReport, calibrate
-from .cards import CardInfo
 from .checkpoint import FORMAT_KEYS, checkpoint_tensors, store_from_checkpoint
 from .configuration_ir3de import FORMAT_VERSION, ExpertSpec, IR3DEConfig
 from .encoder import all_finite, encoder_config, referenced_embeddings
 from .experts import ExpertPool, with_adapter_base
 from .generation import RoutedGeneration, RoutedStream, generate, generate_stream
+from .hub import _router_files as files
+from .hub._atomic import atomic_directory, recover_directory
+from .hub._companions import Companions, write_companions
+from .hub._locations import upload_folder
 from .inputs import DATA_ARGUMENTS, ExpertInputs, expert_data
+from .model_card import CardInfo
 from .outputs import IR3DERouterOutput, merge_outputs
 from .prompts import CHUNK_POSITIONS, PromptBatch
 from .routing_tables import RoutingTables
@@ -86,12 +89,13 @@ class IR3DERouterModel(PreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)
         self.tokenizer: Any = None
+        self.card = CardInfo()  # what the model card says beyond the router; saved and loaded with it
         self._expert_pool: ExpertPool | None = None
         self._edits = threading.Lock()
         self.store = _placeholder_store(self.embed_tokens, config)  # the statistics arrive with `_load_store`
         self.post_init()
         if config.encoder_by_reference:  # the table is re-materialised from the encoder after loading
-            self._keys_to_ignore_on_load_missing.add(rf"^{persistence.ENCODER_KEY}$")  # type: ignore[union-attr]
+            self._keys_to_ignore_on_load_missing.add(rf"^{files.ENCODER_KEY}$")  # type: ignore[union-attr]
 
     def _load_store(self, tensors: dict[str, torch.Tensor]) -> None:
         """Builds the store from the statistics of a checkpoint (format 1, 2 or 3); the router is of the current
@@ -154,6 +158,7 @@ class IR3DERouterModel(PreTrainedModel):
         twin.embed_tokens = self.embed_tokens
         twin.store = self.store.copy()
         twin.tokenizer = self.tokenizer
+        twin.card = copy.copy(self.card)
         twin._expert_pool = self._expert_pool
         return twin.train(self.training)
 
@@ -333,7 +338,7 @@ class IR3DERouterModel(PreTrainedModel):
         returns coverage, accuracy, ECE and the reliability diagram. Decisions never change; ``probabilities`` and
         ``confident`` do. Saved and pushed with the router (config fields). See [`ir3de_hf.calibration.calibrate`].
         """
-        return calibrate(
+        report = calibrate(
             self,
             texts,
             labels,
@@ -341,6 +346,8 @@ class IR3DERouterModel(PreTrainedModel):
             max_fallback_rate=max_fallback_rate,
             prompt_tokens=prompt_tokens,
         )
+        self.card = replace(self.card, calibration=report)  # the card's report and diagram follow the config
+        return report
 
     # ------------------------------------------------------------------ generation
 
@@ -389,54 +396,100 @@ class IR3DERouterModel(PreTrainedModel):
         **kwargs: Any,
     ) -> None:
         """Saves config, statistics, encoder, tokenizer and a model card (``README.md``) atomically: the directory
-        holds either the previous save or this one, whatever happens midway (see `ir3de_hf._saving`).
+        holds either the previous save or this one, whatever happens midway (see `ir3de_hf.hub._atomic`).
+
+        transformers writes ``config.json`` and ``model.safetensors``; one writer (`ir3de_hf.hub._companions`) then
+        writes the tokenizer, the local experts, the card with its figures and its data files (``card.json``,
+        ``calibration.json``), which `from_pretrained` reads back into ``router.card``.
 
         Args:
             encoder_by_reference: leave the embedding table out of ``model.safetensors`` (for SmolLM2-135M, 113 MB of
                 the 115 MB); loading then re-materialises it from ``config.encoder`` (at ``encoder_revision``) and
                 checks its sha256. Needs ``config.encoder`` to name a model that loaders can reach.
-            card: what the card says beyond the router (repo id, evaluation report, datasets, license, tags).
+            card: card content to add to ``router.card`` (evaluation report, calibration, sections, datasets,
+                license, tags): the fields it sets replace the router's, the others are kept, and the router keeps
+                the result (but ``repo_id``, which belongs to one push).
             overwrite: replace a non-empty directory that holds something other than an IR3DE router (refused
                 otherwise, with `FileExistsError`); its files are not kept. Files beside a router are always kept.
             copy_experts: copy experts that live in local folders into ``experts/<name>/`` (hard links where
                 possible), so the directory is self-contained; otherwise they are recorded relative to it. No local
-                absolute path is ever written (see `ir3de_hf.persistence.portable_registry`).
+                absolute path is ever written (see `ir3de_hf.hub._router_files.portable_registry`).
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("save_pretrained(push_to_hub=True) is not supported; call router.push_to_hub(repo_id).")
-        persistence.save_router(
+        plan = files.save_plan(
             self,
             save_directory,
-            partial(PreTrainedModel.save_pretrained, self),  # transformers writes config.json and the weights
-            card=card,
             encoder_by_reference=encoder_by_reference,
             overwrite=overwrite,
             copy_experts=copy_experts,
-            weights_options=kwargs,
         )
+        content = self.card.updated(card)
+        with (
+            atomic_directory(save_directory, keep_others=plan.keep_others) as staging,
+            files.overridden(self.config, plan.overrides),
+        ):
+            super().save_pretrained(staging, state_dict=plan.state_dict, **kwargs)
+            companions = Companions(
+                config=self.config,
+                token_counts=self.store.token_counts(),
+                tokenizer=self.tokenizer,
+                card=content,
+                by_reference=encoder_by_reference,
+                experts=plan.experts,
+            )
+            write_companions(staging, companions)
+        self.card = replace(content, repo_id=None)
 
-    def push_to_hub(self, repo_id: str, **options: Unpack[persistence.PushOptions]) -> CommitInfo:  # type: ignore[override]
+    def push_to_hub(self, repo_id: str, **options: Unpack[files.PushOptions]) -> CommitInfo:  # type: ignore[override]
         """Uploads config, statistics, tokenizer and the ir3de model card to ``repo_id`` (``"org/name"``, created if
         needed) in one commit and returns it; ``from_pretrained(repo_id, revision=commit.oid)`` loads exactly this
-        version. Options (see [`~ir3de_hf.persistence.PushOptions`]): ``revision`` (an existing branch),
+        version. Options (see [`~ir3de_hf.hub._router_files.PushOptions`]): ``revision`` (an existing branch),
         ``commit_message``, ``commit_description``, ``private``, ``token``, ``create_pr``, ``encoder_by_reference``
-        (the encoder must then be a Hub id; its revision is pinned) and ``card`` (``repo_id`` is filled in)."""
-        return persistence.push_router(self, repo_id, options)
+        (the encoder must then be a Hub id; its revision is pinned) and ``card`` (added to ``router.card``;
+        ``repo_id`` is filled in). The router is saved into a scratch folder and that folder uploaded."""
+        files.check_pushable(self.config)
+        by_reference = options.get("encoder_by_reference", False)
+        api = HfApi(token=options.get("token"))
+        pinned = files.pinned_encoder_revision(api, self.config) if by_reference else self.config.encoder_revision
+        card = replace(self.card.updated(options.get("card")), repo_id=repo_id)
+        with tempfile.TemporaryDirectory(prefix="ir3de-upload-") as scratch:
+            folder = Path(scratch) / "router"
+            with files.overridden(self.config, {"encoder_revision": pinned}):
+                self.save_pretrained(folder, encoder_by_reference=by_reference, card=card)
+            return upload_folder(
+                api,
+                folder,
+                repo_id,
+                revision=options.get("revision"),
+                commit_message=options.get("commit_message") or f"Upload IR3DE router ({self.num_experts} experts)",
+                commit_description=options.get("commit_description"),
+                private=options.get("private"),
+                create_pr=options.get("create_pr", False),
+            )
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls, pretrained_model_name_or_path: str | os.PathLike[str], *model_args: Any, **kwargs: Any
     ) -> IR3DERouterModel:
         """Loads a router saved with `save_pretrained` or pushed with `push_to_hub` (local directory or Hub id, with
-        ``revision=``), with its tokenizer if saved. A router saved with ``encoder_by_reference`` gets its embedding
-        table from its encoder repository, checked against the saved sha256; any failure raises before a router is
-        returned. Routers of format 1 (before the statistics store) load unchanged."""
-        recover_directory(pretrained_model_name_or_path)
-        where = persistence.hub_kwargs(kwargs)
-        config = persistence.saved_config(pretrained_model_name_or_path, where)
-        weights = persistence.check_weights(pretrained_model_name_or_path, where, config)
-        router = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        persistence.resolve_registry(router.config, pretrained_model_name_or_path, where)
+        ``revision=``), with its tokenizer and card content if saved. A router saved with ``encoder_by_reference``
+        gets its embedding table from its encoder repository, checked against the saved sha256; any failure raises
+        before a router is returned. Routers of format 1 (before the statistics store) load unchanged.
+
+        ``config.json`` is parsed once (here, unless a config is given, as `AutoModel` does) and handed to
+        transformers; keyword arguments naming `IR3DEConfig` fields override the saved values."""
+        path = pretrained_model_name_or_path
+        recover_directory(path)
+        where = files.hub_kwargs(kwargs)
+        config = kwargs.pop("config", None)
+        if not isinstance(config, IR3DEConfig):
+            config = files.saved_config(path, where)
+            for key in [key for key in kwargs if key in IR3DEConfig.__annotations__]:
+                setattr(config, key, kwargs.pop(key))
+        weights = files.check_weights(path, where, config)
+        router = super().from_pretrained(path, *model_args, config=config, **kwargs)
+        files.resolve_registry(router.config, path, where)
         if router.config.encoder_by_reference:  # the statistics' moments are checked against the real table
             with torch.no_grad():
                 router.embed_tokens.weight.copy_(referenced_embeddings(router.config))
@@ -444,10 +497,11 @@ class IR3DERouterModel(PreTrainedModel):
         try:
             if not all_finite(router.embed_tokens.weight):
                 raise ValueError("the embedding table holds NaN or infinite values")
-            router._load_store(persistence.read_statistics(weights))
+            router._load_store(files.read_statistics(weights))
         except ValueError as error:
-            raise ValueError(f"{pretrained_model_name_or_path}/{persistence.WEIGHTS_FILE}: {error}.") from error
-        router.tokenizer = persistence.saved_tokenizer(pretrained_model_name_or_path, where)
+            raise ValueError(f"{path}/{files.WEIGHTS_FILE}: {error}.") from error
+        router.tokenizer = files.saved_tokenizer(path, where)
+        router.card = files.saved_card(path, where)
         return router
 
     # ------------------------------------------------------------------ shareable statistics

@@ -25,7 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ._axl_format import AXLFile, Moments, read_axl_file, write_axl_file
-from ._hub_files import local_path_or_hub_id
+from .hub._locations import local_path_or_hub_id
 from .modeling_ir3de import IR3DERouterModel
 
 __all__ = ["ReferenceStatistics", "export_reference", "import_reference_router", "load_reference_statistics"]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._hub_files import hub_file, local_path_or_hub_id
-from ._saving import atomic_directory
 from .encoder import embedding_fingerprint
+from .hub._atomic import atomic_directory
+from .hub._locations import hub_file, local_path_or_hub_id
 from .statistics import augmented_moments
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class ExpertStatistics:
 
     def save(self, directory: str | os.PathLike[str], card: bool = True) -> Path:
         """Writes ``statistics.safetensors``, ``statistics.json`` and (with ``card``) a ``README.md``, atomically."""
-        from .cards import statistics_card
+        from .model_card import statistics_card
 
         with atomic_directory(directory) as staging:
             if self.histogram is not None:

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._hub_files import hub_id
 from ._resources import resource_path
+from .hub._locations import hub_id, upload_folder
 
 __all__ = ["LAUNCHER", "build_space", "push_space", "space_models"]
 
@@ -139,12 +139,13 @@ def push_space(folder: str | Path, repo_id: str, *, private: bool | None = None,
     missing = [name for name in ("README.md", "app.py", "requirements.txt") if not (source / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{source} is not a Space folder (no {', '.join(missing)}); run `ir3de space build`")
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
+    return upload_folder(
+        HfApi(),
+        source,
+        repo_id,
         repo_type="space",
-        folder_path=source,
+        space_sdk="gradio",
+        private=private,
         commit_message=message or "Upload the IR3DE Space (ir3de space build)",
     )
 

@@ -28,7 +28,7 @@ import pyarrow.parquet
 from datasets import Dataset, IterableDataset, load_dataset
 from datasets.distributed import split_dataset_by_node
 
-from ._hub_files import local_path_or_hub_id
+from .hub._locations import local_path_or_hub_id
 
 __all__ = [
     "READ_ERRORS",

@@ -1,18 +1,16 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Where a recipe's inputs come from and where its outputs go: a local folder or a Hub snapshot in, one commit per
-converted folder out (through `ir3de_hf._hub_files.upload_directory`, as every push of the package)."""
+converted folder out (through `ir3de_hf.hub._locations.upload_folder`, as every push of the package)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
-from .._hub_files import local_path_or_hub_id, upload_directory
+from ..hub._locations import local_path_or_hub_id, upload_folder
 
 __all__ = ["local_folder", "push_folders"]
 
@@ -38,7 +36,7 @@ def push_folders(folders: Mapping[str, Path], repos: Mapping[str, str], messages
     is the one of ``hf auth login`` or ``HF_TOKEN``."""
     api, commits = HfApi(), {}
     for (name, folder), message in zip(folders.items(), messages, strict=True):
-        commit = upload_directory(api, repos[name], partial(shutil.copytree, folder), commit_message=message)
+        commit = upload_folder(api, folder, repos[name], commit_message=message)
         commits[name] = commit.oid
         print(f"pushed {name} to {repos[name]} at {commit.oid}")
     return commits

@@ -235,7 +235,7 @@ class _Stopwatch:
 def _check_settings(args: argparse.Namespace) -> None:
     """Refuses bad settings before any download or conversion."""
     from ..configuration_ir3de import ExpertSpec
-    from ..persistence import check_save_target
+    from ..hub._router_files import check_save_target
 
     if len(set(args.domains)) != len(args.domains):
         raise ValueError(f"--domains names a domain twice: {args.domains}")
@@ -327,8 +327,8 @@ def _card(
     rows: dict[str, int],
     repo_id: str | None,
 ) -> Any:
-    from .._hub_files import hub_id
-    from ..cards import CardInfo
+    from ..hub._locations import hub_id
+    from ..model_card import CardInfo
     from .m2d2_card import recipe_section
 
     section = recipe_section(

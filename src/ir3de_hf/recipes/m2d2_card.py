@@ -7,8 +7,8 @@ from pathlib import Path
 
 from jinja2 import Template
 
-from .._hub_files import hub_id
 from .._templates import template_path
+from ..hub._locations import hub_id
 from .routed_evaluation import RoutedEvaluation
 
 __all__ = ["recipe_section"]

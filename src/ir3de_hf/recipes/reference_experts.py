@@ -21,9 +21,9 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from .._hub_files import hub_id
-from .._saving import atomic_directory
 from .._templates import template_path
+from ..hub._atomic import atomic_directory
+from ..hub._locations import hub_id
 
 __all__ = ["WRAPPER_PREFIX", "ConvertedExpert", "convert_reference_expert", "reference_state_dict"]
 

@@ -1,29 +1,30 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""Hub round trips beyond the router's own methods: push a saved router directory, pull a router, publish one
-expert's statistics.
+"""Hub round trips: push a router (or the directory of a saved one), pull a router, publish one expert's statistics.
 
-Every push is one commit of a directory saved into a scratch folder (`ir3de_hf._hub_files.upload_directory`), so
-the ir3de model card that ``save_pretrained`` writes is the one the Hub shows (transformers' own ``push_to_hub`` would
-replace it). Loading is ``IR3DERouterModel.from_pretrained(repo_id, revision=...)``.
+Every push is one commit of a folder saved complete into a scratch directory (model2vec's shape, in
+`IR3DERouterModel.push_to_hub`): the ir3de model card that ``save_pretrained`` writes, with its figures and data
+files, is the one the Hub shows (transformers' own ``push_to_hub`` would replace it). Loading is
+``IR3DERouterModel.from_pretrained(repo_id, revision=...)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from huggingface_hub import CommitInfo, HfApi, snapshot_download
 from typing_extensions import Unpack
 
-from ._hub_files import hub_file, upload_directory
-from .cards import statistics_card
-from .modeling_ir3de import IR3DERouterModel
-from .persistence import PushOptions
+from ..model_card import statistics_card
+from ..modeling_ir3de import IR3DERouterModel
+from ._locations import hub_file, upload_folder
+from ._router_files import PushOptions
 
 if TYPE_CHECKING:
-    from .shared_statistics import ExpertStatistics
+    from ..shared_statistics import ExpertStatistics
 
 __all__ = ["pull_router", "push_router", "push_statistics_to_hub"]
 
@@ -32,8 +33,8 @@ def push_router(
     router: IR3DERouterModel | str | os.PathLike[str], repo_id: str, **options: Unpack[PushOptions]
 ) -> CommitInfo:
     """Pushes a router, or the directory of a saved one, to ``repo_id`` in a single commit: the same as
-    ``IR3DERouterModel.from_pretrained(router).push_to_hub(repo_id, **options)`` (see
-    [`IR3DERouterModel.push_to_hub`] for the options). Returns the `CommitInfo`."""
+    ``IR3DERouterModel.from_pretrained(router).push_to_hub(repo_id, **options)`` (see [`IR3DERouterModel.push_to_hub`]
+    for the options). Returns the `CommitInfo`."""
     if not isinstance(router, IR3DERouterModel):
         router = IR3DERouterModel.from_pretrained(router)
     return router.push_to_hub(repo_id, **options)
@@ -77,16 +78,14 @@ def push_statistics_to_hub(
     Get them with ``router.expert_statistics(name)``; ``expert`` (the expert model's Hub id) goes into the card's
     snippet. Others add the expert with ``router.add_expert_from_hub(repo_id, expert=...)``, without the text.
     """
-
-    def save(staging: Path) -> None:
-        statistics.save(staging, card=False)
-        statistics_card(statistics, repo_id=repo_id, expert=expert).save(staging / "README.md")
-
-    return upload_directory(
-        HfApi(token=token),
-        repo_id,
-        save,
-        revision=revision,
-        commit_message=commit_message or f"Upload IR3DE statistics of {statistics.name!r}",
-        private=private,
-    )
+    with tempfile.TemporaryDirectory(prefix="ir3de-upload-") as scratch:
+        folder = statistics.save(Path(scratch) / "statistics", card=False)
+        statistics_card(statistics, repo_id=repo_id, expert=expert).save(folder / "README.md")
+        return upload_folder(
+            HfApi(token=token),
+            folder,
+            repo_id,
+            revision=revision,
+            commit_message=commit_message or f"Upload IR3DE statistics of {statistics.name!r}",
+            private=private,
+        )

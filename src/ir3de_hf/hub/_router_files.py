@@ -1,58 +1,59 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""What a saved router holds beside transformers' config and weights, and the checks around loading it.
+"""What a saved router directory holds beside transformers' config and weights, and the checks around saving,
+pushing and loading it.
 
-`IR3DERouterModel.save_pretrained` writes, inside one atomic directory swap (`ir3de_hf._saving`): transformers'
-``config.json`` and ``model.safetensors``, then the companions written here (tokenizer files, the confusion-matrix
-image, the ``README.md`` model card). Loading refuses a foreign ``model_type`` before any weight is read.
+Saving: `save_plan` turns a router into plain data (the weights to write, the config overrides that keep local
+paths out, the expert folders to copy) before anything is written. Loading: `saved_config` parses ``config.json``
+once and refuses a foreign ``model_type`` before any weight is read; `check_weights` reads the safetensors header
+only; `saved_card` reads the card's data files back, so a loaded router keeps its card.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
-from huggingface_hub import CommitInfo, HfApi, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
-from ._hub_files import hub_id, local_path_or_hub_id, upload_directory
-from ._saving import atomic_directory
-from .cards import CALIBRATION_IMAGE, CONFUSION_IMAGE, CardInfo, router_card
-from .checkpoint import FORMAT_KEYS
-from .configuration_ir3de import IR3DEConfig
-from .encoder import embedding_fingerprint
+from ..checkpoint import FORMAT_KEYS
+from ..configuration_ir3de import IR3DEConfig
+from ..encoder import embedding_fingerprint
+from ._companions import CALIBRATION_FILE, CARD_FILE
+from ._locations import hub_id, local_path_or_hub_id
 
 if TYPE_CHECKING:
-    from .modeling_ir3de import IR3DERouterModel
+    from ..model_card import CardInfo
+    from ..modeling_ir3de import IR3DERouterModel
 
 __all__ = [
     "ENCODER_KEY",
+    "WEIGHTS_FILE",
     "PushOptions",
-    "by_reference_overrides",
+    "SavePlan",
     "check_pushable",
     "check_save_target",
     "check_weights",
-    "copy_expert",
     "expected_tensors",
     "hub_kwargs",
     "overridden",
     "pinned_encoder_revision",
     "portable_registry",
-    "push_router",
     "read_statistics",
     "resolve_registry",
-    "save_router",
+    "save_plan",
+    "saved_card",
     "saved_config",
     "saved_tokenizer",
-    "write_companions",
 ]
 
 ENCODER_KEY = "embed_tokens.weight"
@@ -69,7 +70,7 @@ class PushOptions(TypedDict, total=False):
         token: a Hub token (default: the logged-in one).
         create_pr: open a pull request instead of committing to the branch.
         encoder_by_reference: leave the embedding table out (see `IR3DERouterModel.save_pretrained`).
-        card: extra model-card content (evaluation report, datasets, license, tags).
+        card: card content to add to the router's own (``router.card``: evaluation, calibration, sections...).
     """
 
     revision: str | None
@@ -98,61 +99,6 @@ def overridden(config: IR3DEConfig, values: Mapping[str, Any]) -> Iterator[None]
             setattr(config, key, value)
 
 
-def save_router(
-    router: IR3DERouterModel,
-    directory: str | os.PathLike[str],
-    save_weights: Callable[..., None],
-    *,
-    card: CardInfo | None,
-    encoder_by_reference: bool,
-    overwrite: bool,
-    copy_experts: bool,
-    weights_options: dict[str, Any],
-) -> None:
-    """The body of `IR3DERouterModel.save_pretrained`: checks the target, writes config and weights with
-    ``save_weights`` (transformers' own `save_pretrained`), the local experts and the companions into a new directory
-    with no local absolute path, and swaps it in atomically."""
-    config = router.config
-    config.check()
-    overrides = by_reference_overrides(config, router.embed_tokens.weight) if encoder_by_reference else {}
-    state = {
-        key: value for key, value in router.state_dict().items() if not (encoder_by_reference and key == ENCODER_KEY)
-    }
-    weights_options = {**weights_options, "state_dict": state | router.statistics_tensors()}
-    replaces_foreign = check_save_target(directory, overwrite)
-    portable, copies = portable_registry(config, directory, copy_experts)
-    bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
-    with (
-        atomic_directory(directory, keep_others=not replaces_foreign) as staging,
-        overridden(config, overrides | portable),
-    ):
-        save_weights(staging, **weights_options)
-        for name, folder in copies.items():
-            copy_expert(folder, staging / "experts" / name, bases[name])
-        counts = router.store.token_counts()
-        write_companions(staging, config, counts, router.tokenizer, card, by_reference=encoder_by_reference)
-
-
-def push_router(router: IR3DERouterModel, repo_id: str, options: PushOptions) -> CommitInfo:
-    """The body of `IR3DERouterModel.push_to_hub`: one commit of the router saved into a scratch folder."""
-    check_pushable(router.config)
-    by_reference = options.get("encoder_by_reference", False)
-    api = HfApi(token=options.get("token"))
-    pinned = pinned_encoder_revision(api, router.config) if by_reference else router.config.encoder_revision
-    card = replace(options.get("card") or CardInfo(), repo_id=repo_id)
-    with overridden(router.config, {"encoder_revision": pinned}):
-        return upload_directory(
-            api,
-            repo_id,
-            lambda staging: router.save_pretrained(staging, encoder_by_reference=by_reference, card=card),
-            revision=options.get("revision"),
-            commit_message=options.get("commit_message") or f"Upload IR3DE router ({router.num_experts} experts)",
-            commit_description=options.get("commit_description"),
-            private=options.get("private"),
-            create_pr=options.get("create_pr", False),
-        )
-
-
 def by_reference_overrides(config: IR3DEConfig, weight: torch.Tensor) -> dict[str, Any]:
     """The config fields of a save without the embedding table: the flag and the table's sha256."""
     if not config.encoder:
@@ -164,45 +110,50 @@ def by_reference_overrides(config: IR3DEConfig, weight: torch.Tensor) -> dict[st
     return {"encoder_by_reference": True, "encoder_sha256": embedding_fingerprint(weight)}
 
 
-def pinned_encoder_revision(api: HfApi, config: IR3DEConfig) -> str | None:
-    """The encoder revision a by-reference push records: the router's own pin, else the encoder's current commit."""
-    if hub_id(config.encoder) is None:
-        raise ValueError(
-            f"encoder_by_reference=True needs the encoder to be a Hub id, but it is {config.encoder!r}: others could "
-            "not load it. Set router.config.encoder to the encoder's Hub id (and encoder_revision), or push the "
-            "router self-contained."
-        )
-    return config.encoder_revision or api.model_info(config.encoder).sha  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class SavePlan:
+    """A router's save, decided before anything is written.
+
+    Attributes:
+        state_dict: the tensors transformers writes to ``model.safetensors`` (encoder and statistics).
+        overrides: config fields recorded for the save only: portable expert sources and encoder, and the
+            by-reference fields.
+        experts: per expert name, the local folder to copy to ``experts/<name>`` and its portable base model.
+        keep_others: carry over the files of the target that the save does not write (a router's directory, not a
+            foreign one replaced with ``overwrite``).
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    overrides: dict[str, Any]
+    experts: dict[str, tuple[Path, str | None]]
+    keep_others: bool
 
 
-def write_companions(
-    directory: Path,
-    config: IR3DEConfig,
-    token_counts: Sequence[int],
-    tokenizer: Any,
-    card: CardInfo | None,
-    by_reference: bool,
-) -> None:
-    """Writes the tokenizer, the confusion-matrix image (when ``card`` has an evaluation), the reliability diagram
-    (when it has a calibration report) and the model card."""
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    image = calibration_image = None
-    if card is not None and card.evaluation is not None:
-        from .evaluation import plot_confusion_matrix
-
-        image = plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE).name
-    if card is not None and card.calibration is not None:
-        calibration_image = card.calibration.plot(directory / CALIBRATION_IMAGE).name
-    model_card = router_card(
-        config,
-        token_counts,
-        card,
-        confusion_image=image,
-        calibration_image=calibration_image,
-        by_reference=by_reference,
+def save_plan(
+    router: IR3DERouterModel,
+    directory: str | os.PathLike[str],
+    *,
+    encoder_by_reference: bool,
+    overwrite: bool,
+    copy_experts: bool,
+) -> SavePlan:
+    """Checks the router and the target and decides what `IR3DERouterModel.save_pretrained` writes: no local
+    absolute path, no embedding table when saved by reference."""
+    config = router.config
+    config.check()
+    overrides = by_reference_overrides(config, router.embed_tokens.weight) if encoder_by_reference else {}
+    state = {
+        key: value for key, value in router.state_dict().items() if not (encoder_by_reference and key == ENCODER_KEY)
+    }
+    replaces_foreign = check_save_target(directory, overwrite)
+    portable, copies = portable_registry(config, directory, copy_experts)
+    bases = {entry["name"]: entry.get("base_model") for entry in portable["experts"]}
+    return SavePlan(
+        state_dict=state | router.statistics_tensors(),
+        overrides=overrides | portable,
+        experts={name: (folder, bases[name]) for name, folder in copies.items()},
+        keep_others=not replaces_foreign,
     )
-    model_card.save(directory / "README.md")
 
 
 def check_save_target(directory: str | os.PathLike[str], overwrite: bool) -> bool:
@@ -269,19 +220,15 @@ def portable_registry(
         overrides["encoder"] = repo or _relative(encoder, target)
         if repo is not None and config.encoder_revision is None:
             overrides["encoder_revision"] = revision
+        if repo is None:
+            warnings.warn(
+                f"The router's encoder is the local folder {encoder}: the saved router records it as a path relative "
+                f"to its directory ({overrides['encoder']}) and its card names no base_model. If the folder is a copy "
+                "of a Hub model, build the router with IR3DERouterModel.from_encoder(folder, encoder_id='org/name') "
+                "or set router.config.encoder = 'org/name' before saving.",
+                stacklevel=4,
+            )
     return overrides, copies
-
-
-def check_pushable(config: IR3DEConfig) -> None:
-    """Refuses a push whose adapters name a local base model: the experts travel in the repository, a base model
-    does not, and a path of this machine means nothing to others."""
-    local = [f"{spec.name} ({spec.base_model})" for spec in config.expert_specs if _local(spec.base_model) is not None]
-    if local:
-        raise ValueError(
-            f"Cannot push: the base model of expert(s) {', '.join(local)} is a local folder, which others cannot "
-            "load. Name it by its Hub id (base_model='org/name') and keep loading it from here with "
-            "router.expert_pool = ExpertPool(base_model_paths={'org/name': 'local/folder'})."
-        )
 
 
 def resolve_registry(config: IR3DEConfig, name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> None:
@@ -317,26 +264,6 @@ def resolve_registry(config: IR3DEConfig, name_or_path: str | os.PathLike[str], 
                 entry[key] = str((root / value).resolve())
         experts.append(entry)
     config.experts = experts
-
-
-def copy_expert(source: Path, destination: Path, base_model: str | None) -> None:
-    """Copies an expert folder (hard links where the filesystem allows, so an adapter or model costs no space). The
-    copy of an adapter's ``adapter_config.json`` names ``base_model`` (the registry's portable value) instead of the
-    path peft wrote there."""
-    shutil.copytree(source, destination, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
-    adapter_config = destination / "adapter_config.json"
-    if base_model is not None and adapter_config.is_file():
-        values = json.loads(adapter_config.read_text())
-        values["base_model_name_or_path"] = base_model
-        adapter_config.unlink()  # a hard link to the original: write a file of its own
-        adapter_config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-
-
-def _link_or_copy(source: str, destination: str) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
 
 
 def _local(value: str | None) -> Path | None:
@@ -455,3 +382,52 @@ def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, An
     """The tokenizer saved with a router, or None when it was saved without one."""
     found = cached_file(name_or_path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False, **where)
     return AutoTokenizer.from_pretrained(name_or_path, **where) if found else None
+
+
+def saved_card(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> CardInfo:
+    """The card content saved with a router (``card.json``, ``calibration.json``); empty when it has none."""
+    from ..calibration import CalibrationReport
+    from ..model_card import CardInfo
+
+    values, report = (_saved_json(name_or_path, name, where) for name in (CARD_FILE, CALIBRATION_FILE))
+    try:
+        calibration = CalibrationReport.from_dict(report) if report is not None else None
+        return CardInfo.from_dict(values or {}, calibration)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"{name_or_path}: its {CARD_FILE} or {CALIBRATION_FILE} is malformed ({error}); delete the file or save "
+            "the router again."
+        ) from error
+
+
+def _saved_json(name_or_path: str | os.PathLike[str], filename: str, where: Mapping[str, Any]) -> Any:
+    found = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **where)
+    if found is None:
+        return None
+    try:
+        return json.loads(Path(found).read_text())
+    except ValueError as error:
+        raise ValueError(f"{found}: not valid JSON ({error}); delete the file or save the router again.") from error
+
+
+def check_pushable(config: IR3DEConfig) -> None:
+    """Refuses a push whose adapters name a local base model: the experts travel in the repository, a base model
+    does not, and a path of this machine means nothing to others."""
+    local = [f"{spec.name} ({spec.base_model})" for spec in config.expert_specs if _local(spec.base_model) is not None]
+    if local:
+        raise ValueError(
+            f"Cannot push: the base model of expert(s) {', '.join(local)} is a local folder, which others cannot "
+            "load. Name it by its Hub id (base_model='org/name') and keep loading it from here with "
+            "router.expert_pool = ExpertPool(base_model_paths={'org/name': 'local/folder'})."
+        )
+
+
+def pinned_encoder_revision(api: HfApi, config: IR3DEConfig) -> str | None:
+    """The encoder revision a by-reference push records: the router's own pin, else the encoder's current commit."""
+    if hub_id(config.encoder) is None:
+        raise ValueError(
+            f"encoder_by_reference=True needs the encoder to be a Hub id, but it is {config.encoder!r}: others could "
+            "not load it. Set router.config.encoder to the encoder's Hub id (and encoder_revision), or push the "
+            "router self-contained."
+        )
+    return config.encoder_revision or api.model_info(config.encoder).sha  # type: ignore[arg-type]

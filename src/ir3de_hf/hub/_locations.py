@@ -1,12 +1,10 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Where a source lives (a local path or a Hub repository), one file of a Hub repository (through the HF cache) with
-errors that say which repository failed and why, and the one-commit upload of a saved directory."""
+errors that say which repository failed and why, and the one-commit upload of a saved folder."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, hf_hub_download
@@ -20,7 +18,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-__all__ = ["hub_file", "hub_id", "local_path_or_hub_id", "upload_directory"]
+__all__ = ["hub_file", "hub_id", "local_path_or_hub_id", "upload_folder"]
 
 
 def local_path_or_hub_id(value: str | os.PathLike[str]) -> Path | str:
@@ -99,34 +97,32 @@ def hub_file(
         raise error(f"{where} could not be fetched from the Hub: {cause}") from cause
 
 
-def upload_directory(
+def upload_folder(
     api: HfApi,
+    folder: Path,
     repo_id: str,
-    save: Callable[[Path], None],
     *,
-    revision: str | None = None,
     commit_message: str,
     commit_description: str | None = None,
+    revision: str | None = None,
     private: bool | None = None,
     create_pr: bool = False,
     repo_type: str | None = None,
+    space_sdk: str | None = None,
 ) -> CommitInfo:
-    """Creates ``repo_id`` if needed, lets ``save`` write a directory into a scratch folder, and uploads that folder in
-    one commit. Knows nothing of what is saved: routers, statistics and Spaces all push through here.
+    """Creates ``repo_id`` if needed and uploads ``folder`` to it in one commit. Knows nothing of what is uploaded:
+    routers, statistics, recipe outputs and Spaces all push through here, each saved complete before the upload.
 
     Returns:
         The `CommitInfo`; ``commit.oid`` is the revision that holds exactly this upload.
     """
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
-    with tempfile.TemporaryDirectory(prefix="ir3de-upload-") as scratch:
-        staging = Path(scratch) / "upload"
-        save(staging)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=staging,
-            revision=revision,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            create_pr=create_pr,
-            repo_type=repo_type,
-        )
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        revision=revision,
+        commit_message=commit_message,
+        commit_description=commit_description,
+        create_pr=create_pr,
+        repo_type=repo_type,
+    )
