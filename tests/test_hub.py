@@ -163,3 +163,59 @@ def test_by_reference_needs_a_named_encoder(hub, fitted, expert_dir, tmp_path):
     fitted.config.encoder = str(expert_dir)
     with pytest.raises(ValueError, match="needs the encoder to be a Hub id"):
         fitted.push_to_hub("org/router", encoder_by_reference=True)
+
+
+# ---------------------------------------------------------------------------------------------- the card travels
+
+
+def test_push_carries_the_card_content_and_a_pulled_router_keeps_it(hub, fitted, domain_texts, tmp_path):
+    from ir3de_hf import CardInfo
+    from ir3de_hf.evaluation import routing_report
+
+    labels = list(domain_texts)
+    prompts = [texts[0] for texts in domain_texts.values()]
+    report = routing_report(labels, fitted.route(prompts).expert_names, labels=labels)
+    fitted.save_pretrained(tmp_path / "router", card=CardInfo(evaluation=report, sections="## Recipe\n\nOurs."))
+    push_router(tmp_path / "router", "org/carded")  # a directory: loaded, then saved into a scratch folder
+
+    files = hub.files("org/carded")
+    for name in ("card.json", "confusion_matrix.png"):
+        assert files[name] == (tmp_path / "router" / name).read_bytes(), name
+    readme = files["README.md"].decode()
+    assert "## Recipe\n\nOurs." in readme and "![Confusion matrix](confusion_matrix.png)" in readme
+    assert 'IR3DERouterModel.from_pretrained("org/carded")' in readme
+    loaded = IR3DERouterModel.from_pretrained("org/carded")
+    assert loaded.card == CardInfo(evaluation=report, sections="## Recipe\n\nOurs.")
+
+
+def test_ir3de_calibrate_then_ir3de_push_publishes_the_diagram_and_the_report(
+    hub, onehot_router, domain_texts, tmp_path, capsys
+):
+    from ir3de_hf.cli import main
+
+    for name, chunks in domain_texts.items():
+        onehot_router.add_expert(name, texts=chunks[::2])
+    onehot_router.save_pretrained(tmp_path / "router")
+    rows = [
+        {"text": " ".join(chunk.split()[start : start + 3]), "domain": name}
+        for name, chunks in domain_texts.items()
+        for chunk in chunks[1::2]
+        for start in range(0, len(chunk.split()) - 3, 3)
+    ]
+    data = tmp_path / "held_out.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    router = str(tmp_path / "router")
+    assert main(["calibrate", router, "--data", str(data), "--tokens", "2", "3", "--target-accuracy", "0.97"]) == 0
+    assert main(["push", router, "me/calibrated"]) == 0
+    capsys.readouterr()
+
+    files = hub.files("me/calibrated")
+    saved = tmp_path / "router"
+    assert files["calibration.png"] == (saved / "calibration.png").read_bytes()
+    assert files["calibration.png"][:4] == b"\x89PNG"
+    report = json.loads(files["calibration.json"])
+    assert report == json.loads((saved / "calibration.json").read_text()) and report["prompt_tokens"] == [2, 3]
+    readme = files["README.md"].decode()
+    assert "![Reliability diagram and coverage/accuracy curve](calibration.png)" in readme
+    assert f"Calibrated on {report['prompts']} labelled prompts (2/3 tokens)" in readme
+    assert IR3DERouterModel.from_pretrained("me/calibrated").card.calibration.to_dict() == report
