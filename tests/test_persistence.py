@@ -131,3 +131,25 @@ def test_unknown_config_fields_survive_a_round_trip(tmp_path):
 def test_push_through_save_pretrained_is_refused_with_a_pointer(fitted, tmp_path):
     with pytest.raises(ValueError, match=r"router\.push_to_hub"):
         fitted.save_pretrained(tmp_path, push_to_hub=True)
+
+
+def test_loading_parses_the_config_once_and_builds_the_store_once(fitted, tmp_path, monkeypatch):
+    import ir3de_hf.modeling_ir3de as modeling
+
+    fitted.save_pretrained(tmp_path)
+    calls = {"config": 0, "store": 0}
+    parse, build = IR3DEConfig.from_dict.__func__, modeling.ExpertStatisticsStore.__init__
+
+    def counted_parse(cls, *args, **kwargs):
+        calls["config"] += 1
+        return parse(cls, *args, **kwargs)
+
+    def counted_build(self, *args, **kwargs):
+        calls["store"] += 1
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(IR3DEConfig, "from_dict", classmethod(counted_parse))
+    monkeypatch.setattr(modeling.ExpertStatisticsStore, "__init__", counted_build)
+    loaded = IR3DERouterModel.from_pretrained(tmp_path)
+    assert calls == {"config": 1, "store": 1}
+    assert torch.equal(loaded.expert_counts, fitted.expert_counts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,25 @@ def test_an_encoder_from_the_hf_cache_is_recorded_by_hub_id_and_revision(tiny_ll
 def test_encoder_id_names_a_local_copy_of_a_hub_model(tiny_llama, word_tokenizer, tmp_path):
     router = IR3DERouterModel.from_encoder(tiny_llama, word_tokenizer, encoder_id="org/tiny-llama")
     assert router.config.encoder == "org/tiny-llama"
+
+
+def test_a_local_encoder_that_is_no_hf_cache_snapshot_warns_and_points_to_encoder_id(
+    tiny_llama, word_tokenizer, tmp_path
+):
+    tiny_llama.save_pretrained(tmp_path / "mirror")  # an offline copy, as ir3de_hf.assets.smollm2_path() returns
+    word_tokenizer.save_pretrained(tmp_path / "mirror")
+    router = IR3DERouterModel.from_encoder(tmp_path / "mirror")
+    router.add_expert("a", input_ids=[[5, 6, 7]])
+    with pytest.warns(UserWarning, match=r"local folder .*mirror.* \(\.\./mirror\).*encoder_id='org/name'"):
+        router.save_pretrained(tmp_path / "router")
+    assert "base_model" not in (tmp_path / "router" / "README.md").read_text()
+
+    named = IR3DERouterModel.from_encoder(tmp_path / "mirror", encoder_id="org/tiny-llama")
+    named.add_expert("a", input_ids=[[5, 6, 7]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        named.save_pretrained(tmp_path / "named")
+    assert "base_model: org/tiny-llama" in (tmp_path / "named" / "README.md").read_text()
 
 
 def test_pushed_local_experts_travel_in_the_repository(hub, onehot_router, domain_texts, expert_dirs, tmp_path):

@@ -9,6 +9,7 @@ of ``S`` rows and a vote, and a route running while another thread edits the exp
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import os
 import tempfile
@@ -48,6 +49,7 @@ __all__ = ["IR3DERouterModel", "IR3DERouterOutput"]
 
 _REGISTRY_FIELDS = ("source", "revision", "description", "base_model")
 DETAIL_VALUES = 1 << 24  # per-token scores route() returns by default at most (64 MB of float32)
+_LOADING = contextvars.ContextVar("ir3de_loading", default=False)  # from_pretrained builds the store once, itself
 
 
 class IR3DERouterModel(PreTrainedModel):
@@ -92,7 +94,9 @@ class IR3DERouterModel(PreTrainedModel):
         self.card = CardInfo()  # what the model card says beyond the router; saved and loaded with it
         self._expert_pool: ExpertPool | None = None
         self._edits = threading.Lock()
-        self.store = _placeholder_store(self.embed_tokens, config)  # the statistics arrive with `_load_store`
+        self.store: ExpertStatisticsStore
+        if not _LOADING.get():  # a loaded router gets its store from the checkpoint (`_load_store`), built once
+            self.store = _placeholder_store(self.embed_tokens, config)
         self.post_init()
         if config.encoder_by_reference:  # the table is re-materialised from the encoder after loading
             self._keys_to_ignore_on_load_missing.add(rf"^{files.ENCODER_KEY}$")  # type: ignore[union-attr]
@@ -478,7 +482,8 @@ class IR3DERouterModel(PreTrainedModel):
         before a router is returned. Routers of format 1 (before the statistics store) load unchanged.
 
         ``config.json`` is parsed once (here, unless a config is given, as `AutoModel` does) and handed to
-        transformers; keyword arguments naming `IR3DEConfig` fields override the saved values."""
+        transformers, and the statistics store is built once, from the checkpoint; keyword arguments naming
+        `IR3DEConfig` fields override the saved values."""
         path = pretrained_model_name_or_path
         recover_directory(path)
         where = files.hub_kwargs(kwargs)
@@ -488,7 +493,11 @@ class IR3DERouterModel(PreTrainedModel):
             for key in [key for key in kwargs if key in IR3DEConfig.__annotations__]:
                 setattr(config, key, kwargs.pop(key))
         weights = files.check_weights(path, where, config)
-        router = super().from_pretrained(path, *model_args, config=config, **kwargs)
+        loading = _LOADING.set(True)
+        try:
+            router = super().from_pretrained(path, *model_args, config=config, **kwargs)
+        finally:
+            _LOADING.reset(loading)
         files.resolve_registry(router.config, path, where)
         if router.config.encoder_by_reference:  # the statistics' moments are checked against the real table
             with torch.no_grad():
@@ -500,7 +509,7 @@ class IR3DERouterModel(PreTrainedModel):
             router._load_store(files.read_statistics(weights))
         except ValueError as error:
             raise ValueError(f"{path}/{files.WEIGHTS_FILE}: {error}.") from error
-        router.tokenizer = files.saved_tokenizer(path, where)
+        router.tokenizer = files.saved_tokenizer(path, where, router.config)
         router.card = files.saved_card(path, where)
         return router
 

@@ -62,13 +62,15 @@ def write_companions(directory: Path, companions: Companions) -> None:
     if values:
         _write_json(directory / CARD_FILE, values)
     confusion_image = calibration_image = None
-    if card.evaluation is not None:
-        from ..evaluation import plot_confusion_matrix
-
-        confusion_image = _figure(lambda: plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE))  # type: ignore[arg-type]
     if card.calibration is not None:
         _write_json(directory / CALIBRATION_FILE, card.calibration.to_dict())
-        calibration_image = _figure(lambda: card.calibration.plot(directory / CALIBRATION_IMAGE))  # type: ignore[union-attr]
+    if (card.evaluation is not None or card.calibration is not None) and _can_draw():
+        if card.evaluation is not None:
+            from ..evaluation import plot_confusion_matrix
+
+            confusion_image = plot_confusion_matrix(card.evaluation, directory / CONFUSION_IMAGE).name
+        if card.calibration is not None:
+            calibration_image = card.calibration.plot(directory / CALIBRATION_IMAGE).name
     model_card = router_card(
         companions.config,
         companions.token_counts,
@@ -93,9 +95,9 @@ def copy_expert(source: Path, destination: Path, base_model: str | None) -> None
         adapter_config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
-def _figure(draw: Any) -> str | None:
-    """The file name of the figure ``draw`` writes, or None (with a warning) without matplotlib: a router saved
-    with the core install keeps its card's data, and only the picture waits for ``ir3de_hf[data]``."""
+def _can_draw() -> bool:
+    """Whether matplotlib is there to draw the card's figures. Without it (the core install) the reports are still
+    saved and the card only lacks the pictures, with a warning: loading and saving a router never needs plots."""
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
@@ -104,8 +106,8 @@ def _figure(draw: Any) -> str | None:
             "reports themselves are saved.",
             stacklevel=5,
         )
-        return None
-    return str(draw().name)
+        return False
+    return True
 
 
 def _write_json(path: Path, values: Any) -> None:

@@ -378,10 +378,11 @@ def expected_tensors(config: IR3DEConfig) -> dict[str, tuple[tuple[int | None, .
     return tensors
 
 
-def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> Any:
-    """The tokenizer saved with a router, or None when it was saved without one."""
+def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, Any], config: IR3DEConfig) -> Any:
+    """The tokenizer saved with a router, or None when it was saved without one (``config`` spares `AutoTokenizer`
+    a second parse of ``config.json``)."""
     found = cached_file(name_or_path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False, **where)
-    return AutoTokenizer.from_pretrained(name_or_path, **where) if found else None
+    return AutoTokenizer.from_pretrained(name_or_path, config=config, **where) if found else None
 
 
 def saved_card(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> CardInfo:
