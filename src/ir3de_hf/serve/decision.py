@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..outputs import Decision, NoEvidenceError, decide
 from .errors import ServeError
 
 if TYPE_CHECKING:
     from ..modeling_ir3de import IR3DERouterModel
+    from ..outputs import Decision
     from .schemas import ChatMessage
 
 __all__ = ["META_MODEL", "ROUTE_ON", "Decider", "decision_body", "decision_header", "routed_text"]
@@ -89,6 +89,8 @@ class Decider:
                 param="model",
                 code="model_not_found",
             )
+        from ..outputs import Decision  # torch: not imported by `ir3de serve --help`, which reads ROUTE_ON
+
         return Decision(model, "forced")
 
     def decide(self, model: str, texts: Sequence[str]) -> list[Decision]:
@@ -101,6 +103,8 @@ class Decider:
         for index, text in enumerate(texts):
             if not text.strip():
                 raise ServeError(400, f"Prompt {index} is empty; there is nothing to route.", param="input")
+        from ..outputs import NoEvidenceError, decide
+
         routed = self.router.route(list(texts), token_details=False)
         try:
             return decide(routed, self.router.expert_names, self.fallback_expert)

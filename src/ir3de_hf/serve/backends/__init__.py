@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ...outputs import Decision
+if TYPE_CHECKING:
+    from ...outputs import Decision
 
 __all__ = ["Answer", "Backend", "Delta", "Job"]
 
