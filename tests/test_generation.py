@@ -187,9 +187,8 @@ def test_max_new_tokens_up_to_the_context_minus_one_is_accepted(routed):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "0.1", True, -0.5])
 def test_min_margin_that_is_not_a_finite_number_is_refused(routed, no_expert_generates, value):
-    with pytest.raises(
-        ValueError, match=rf"min_margin must be None or a finite number >= 0 \(a margin\), got {re.escape(repr(value))}"
-    ):
+    message = rf"min_margin must be None or a finite number >= 0 \(a margin\), got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=message):
         routed.config.min_margin = value
     assert routed.config.min_margin is None  # the old value is kept
     with pytest.raises(TypeError, match=r"min_margin is a setting of the router now.*router\.config\.min_margin = "):
