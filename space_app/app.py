@@ -278,12 +278,13 @@ def _key(request: gr.Request | None) -> Hashable:
 
 def chat_tab(routers: SessionRouters) -> None:
     """A chat: every turn is routed on the last user message alone; the answer starts with the chosen expert."""
-    calibrated = routers.start.config.min_confidence
-    rule = (
-        f"calibrated probability ≥ {calibrated:.3g}"
-        if calibrated is not None
-        else f"margin ≥ {endpoints.min_margin(routers.start):g}"
-    )
+    config = routers.start.config
+    if config.min_confidence is not None:
+        rule = f"calibrated probability ≥ {config.min_confidence:.3g}"
+    elif config.min_margin is not None:
+        rule = f"margin ≥ {config.min_margin:g}"
+    else:
+        rule = "no threshold set: every decision with a usable token"
     gr.Markdown(
         "Each message is routed **on its own**; the chosen expert answers the whole conversation. The first line of "
         f"an answer names the expert, how sure the router was, and whether it was confident ({rule}) or unsure."
@@ -485,18 +486,17 @@ def render_route(result: dict[str, Any]) -> tuple[str, Any, Any, str, str]:
 
 def margin_text(result: dict[str, Any]) -> str:
     """``"margin 0.164: confident (≥ 0.03)"``, with a calibrated router ``"probability 0.997: confident (≥ 0.96)"``,
-    or why there is no margin."""
+    or why there is no margin (the rule of `endpoints.judged_by`, with why a decision is unsure)."""
     if result["margin"] is None:
         return "the only expert (no margin)"
-    if result.get("min_confidence") is not None:
-        sure = result["confidence"] == "confident"
-        return (
-            f"probability {result['probability']:.3f}: **{result['confidence']}** ({'≥' if sure else '<'} "
-            f"{result['min_confidence']:.3g}, the calibrated threshold{'' if sure else ': another expert is likely'})"
-        )
+    measure, threshold = endpoints.judged_by(result)
     if result["confidence"] == "confident":
-        return f"margin {result['margin']:.3f}: **confident** (≥ {result['min_margin']:g})"
-    return f"margin {result['margin']:.3f}: **unsure** (< {result['min_margin']:g}, another expert scored close)"
+        why = ", the calibrated threshold" if result.get("min_confidence") is not None else ""
+    elif result.get("min_confidence") is not None:
+        why = ", the calibrated threshold: another expert is likely"
+    else:
+        why = ", another expert scored close"
+    return f"{measure}: **{result['confidence']}** ({threshold}{why})"
 
 
 def render_experts(table: dict[str, Any]) -> tuple[pd.DataFrame, Any, Any]:

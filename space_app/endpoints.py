@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -26,11 +25,11 @@ import torch
 from router_snapshots import RouterHolder
 
 from ir3de_hf import ExpertSpec, IR3DERouterModel
-from ir3de_hf.generation import chat_prompt
+from ir3de_hf.generation import answer_stream, chat_prompt
 from ir3de_hf.hub import local_path_or_hub_id
+from ir3de_hf.outputs import Decision, NoEvidenceError, decide
 
 __all__ = [
-    "DEFAULT_MIN_MARGIN",
     "MAX_CHAT_MESSAGES",
     "MAX_EXPERTS",
     "MAX_EXPERT_TEXT_BYTES",
@@ -39,11 +38,10 @@ __all__ = [
     "MAX_TEMPERATURE",
     "add_expert",
     "chat",
-    "confidence",
     "experts",
     "generate",
     "hub_link",
-    "min_margin",
+    "judged_by",
     "public_source",
     "remove_expert",
     "reset",
@@ -57,11 +55,6 @@ MAX_NEW_TOKENS = 256
 MAX_TEMPERATURE = 2.0
 MAX_EXPERTS = 24  # each expert keeps a V-long histogram and a (d+1)^2 moment matrix in memory
 MAX_CHAT_MESSAGES = 16  # earlier turns of a chat are not shown to the expert
-# A router with a calibrated threshold (`config.min_confidence`, set by `router.calibrate`; the demo router has one)
-# is judged by its calibrated top probability. Without one, a decision whose margin (best minus second-best score) is
-# at least this is "confident", below it "unsure", unless the router's config has a `min_margin`. (With the ridge head
-# alone, on the ir3de-multidomain validation split, margins >= 0.03 were 97.6% right at 16 tokens and 99.1% at 64.)
-DEFAULT_MIN_MARGIN = 0.03
 HUB = "https://huggingface.co"
 TEXT_SOURCE = "text (added here)"
 ROUTING_MARK = "Routed to **"  # starts a chat answer's routing line (left out when the conversation goes back)
@@ -73,48 +66,45 @@ _GENERATION = threading.Lock()
 def route(holder: RouterHolder, prompt: object = None) -> dict[str, Any]:
     """The routing decision for one prompt, as JSON.
 
-    ``{"expert": str | None, "margin": float | None, "confidence": str | None, "min_margin": float,
+    ``{"expert": str | None, "margin": float | None, "confidence": str | None, "min_margin": float | None,
     "probability": float | None, "min_confidence": float | None, "no_evidence": bool, "can_generate": bool,
     "aggregation": str, "scores": {expert: float}, "tokens": [{"text": str, "vote": str | None}]}``: ``tokens`` are
     the prompt's tokens in order (their texts concatenate to the prompt, gaps included with vote None); ``vote`` is
     the expert the token's own score prefers, None for special tokens. ``margin`` is None with a single expert.
-    ``probability`` is the chosen expert's (calibrated, once `router.calibrate` ran) probability. With a calibrated
-    threshold (``min_confidence``, from the router's config) ``confidence`` is ``"confident"`` when the router's
-    output says so (``probability >= min_confidence``); without one, when ``margin >= min_margin`` (see
-    `min_margin`); ``"unsure"`` otherwise, and None without a decision or a margin.
+    ``probability`` is the chosen expert's (calibrated, once `router.calibrate` ran) probability. ``confidence`` is
+    the decision's `confident` by the rule `generate` and ``ir3de serve`` use (`ir3de_hf.outputs.decide`):
+    ``"confident"`` unless the probability is under the router config's ``min_confidence`` or the margin under its
+    ``min_margin`` (each when set, both given here), ``"unsure"`` then, and None without a decision.
     """
-    return _route(holder.current, _checked_prompt(prompt))
+    return _route(holder.current, _checked_prompt(prompt))[0]
 
 
-def _route(router: IR3DERouterModel, prompt: str) -> dict[str, Any]:
+def _route(router: IR3DERouterModel, prompt: str) -> tuple[dict[str, Any], Decision | None]:
+    """The JSON of `route` and the decision (None when the prompt has no usable token)."""
     encoded = router.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, spans = encoded["input_ids"], encoded["offset_mapping"]
     output = router.route(torch.tensor([ids], dtype=torch.long).reshape(1, len(ids)))
     names = router.expert_names
-    assert output.logits is not None and output.margins is not None and output.token_votes is not None
+    assert output.logits is not None and output.token_votes is not None
+    try:
+        (decision,) = decide(output, names)
+    except NoEvidenceError:
+        decision = None
     votes = [names[v] if v >= 0 else None for v in output.token_votes[0].tolist()]
-    expert = None if output.expert_names is None else output.expert_names[0]
-    margin = float(output.margins[0])
-    threshold = min_margin(router)
-    calibrated = router.config.min_confidence
-    assert output.probabilities is not None and output.confident is not None
-    if calibrated is not None and expert is not None:
-        judged: str | None = "confident" if bool(output.confident[0]) else "unsure"
-    else:
-        judged = confidence(margin if expert is not None else None, threshold)
-    return {
-        "expert": expert,
-        "margin": margin if math.isfinite(margin) else None,
-        "confidence": judged,
-        "min_margin": threshold,
-        "probability": float(output.probabilities[0].max()) if expert is not None else None,
-        "min_confidence": calibrated,
-        "no_evidence": bool(output.no_evidence is not None and output.no_evidence[0]),
-        "can_generate": expert is not None and _has_model(router, expert),
+    shown = {
+        "expert": None if decision is None else decision.expert,
+        "margin": decision.margin if decision is not None and math.isfinite(decision.margin) else None,
+        "confidence": None if decision is None else ("confident" if decision.confident else "unsure"),
+        "min_margin": router.config.min_margin,
+        "probability": None if decision is None else decision.confidence,
+        "min_confidence": router.config.min_confidence,
+        "no_evidence": decision is None,
+        "can_generate": decision is not None and _has_model(router, decision.expert),
         "aggregation": router.config.aggregation,
         "scores": {name: round(float(score), 6) for name, score in zip(names, output.logits[0].tolist(), strict=True)},
         "tokens": _token_pieces(prompt, spans, votes),
     }
+    return shown, decision
 
 
 def generate(
@@ -137,9 +127,11 @@ def generate(
     limit = _checked_max_new_tokens(max_new_tokens)
     sampling = _checked_sampling(temperature, top_p)
     router = holder.current
-    name = _optional_name(expert, "The expert to answer") or _route(router, prompt)["expert"]
-    if name is None:
+    forced = _optional_name(expert, "The expert to answer")
+    decision = Decision(forced, "forced") if forced else _route(router, prompt)[1]
+    if decision is None:
         raise _refusal("The prompt has no token the router can use (only special tokens); nothing to answer.")
+    name = decision.expert
     if name not in router.expert_names:
         raise _refusal(f"No expert named {name!r}; the experts are: {', '.join(router.expert_names)}.")
     if not _has_model(router, name):
@@ -147,7 +139,7 @@ def generate(
             f"Expert {name!r} was added from text: it has routing statistics but no model to answer with. "
             "Pick an expert with a model under 'Compare with' to hear an answer."
         )
-    yield from _stream(holder, router, name, [{"role": "user", "content": prompt}], limit, sampling)
+    yield from _stream(holder, router, decision, [{"role": "user", "content": prompt}], limit, sampling)
 
 
 def chat(
@@ -171,62 +163,52 @@ def chat(
     sampling = _checked_sampling(temperature, top_p)
     turns = _chat_turns(history)
     router = holder.current
-    decision = _route(router, message)
-    if decision["expert"] is None:
+    shown, decision = _route(router, message)
+    if decision is None:
         raise _refusal("The message has no token the router can use (only special tokens); nothing to route.")
-    line = routing_line(decision)
-    if not decision["can_generate"]:
-        yield (f"{line}\n\n*{decision['expert']!r} was added from text: it routes, but has no model to answer with.*")
+    line = routing_line(shown)
+    if not shown["can_generate"]:
+        yield (f"{line}\n\n*{decision.expert!r} was added from text: it routes, but has no model to answer with.*")
         return
     conversation = [*turns, {"role": "user", "content": message}][-MAX_CHAT_MESSAGES:]
-    for text in _stream(holder, router, decision["expert"], conversation, limit, sampling):
+    for text in _stream(holder, router, decision, conversation, limit, sampling):
         yield f"{line}\n\n{text}"
 
 
 def routing_line(decision: dict[str, Any]) -> str:
-    """The chat's first line of an answer: ``"Routed to **legal** · margin 0.164 · confident (≥ 0.03)"``, or with a
-    calibrated router ``"Routed to **legal** · probability 0.997 · confident (≥ 0.96)"``."""
-    margin = decision["margin"]
-    if margin is None:
+    """The chat's first line of an answer: ``"Routed to **legal** · margin 0.164 · confident (≥ 0.03)"``, with a
+    calibrated router ``"Routed to **legal** · probability 0.997 · confident (≥ 0.96)"``; ``(no threshold)`` when the
+    router has neither."""
+    if decision["margin"] is None:
         return f"{ROUTING_MARK}{decision['expert']}** · the only expert"
+    measure, threshold = judged_by(decision)
+    return f"{ROUTING_MARK}{decision['expert']}** · {measure} · {decision['confidence']} ({threshold})"
+
+
+def judged_by(decision: dict[str, Any]) -> tuple[str, str]:
+    """What a decision of `route` was judged by and the threshold it met or missed: ``("probability 0.997",
+    "≥ 0.96")`` with a calibrated router, ``("margin 0.164", "< 0.2")`` with a ``min_margin`` alone,
+    ``("margin 0.164", "no threshold")`` with neither (every decision with evidence is confident)."""
     sign = "≥" if decision["confidence"] == "confident" else "<"
     if decision.get("min_confidence") is not None:
-        return (
-            f"{ROUTING_MARK}{decision['expert']}** · probability {decision['probability']:.3f} · "
-            f"{decision['confidence']} ({sign} {decision['min_confidence']:.3g})"
-        )
-    return (
-        f"{ROUTING_MARK}{decision['expert']}** · margin {margin:.3f} · {decision['confidence']} "
-        f"({sign} {decision['min_margin']:g})"
-    )
-
-
-def min_margin(router: IR3DERouterModel) -> float:
-    """The margin from which a decision counts as confident: the router config's ``min_margin`` when it has a
-    finite one, else `DEFAULT_MIN_MARGIN`."""
-    value = getattr(router.config, "min_margin", None)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return DEFAULT_MIN_MARGIN
-
-
-def confidence(margin: float | None, threshold: float) -> str | None:
-    """``"confident"`` when ``margin >= threshold``, ``"unsure"`` below it, None without a (finite) margin."""
-    if margin is None or not math.isfinite(margin):
-        return None
-    return "confident" if margin >= threshold else "unsure"
+        return f"probability {decision['probability']:.3f}", f"{sign} {decision['min_confidence']:.3g}"
+    margin = f"margin {decision['margin']:.3f}"
+    if decision.get("min_margin") is not None:
+        return margin, f"{sign} {decision['min_margin']:g}"
+    return margin, "no threshold"
 
 
 def _stream(
     holder: RouterHolder,
     router: IR3DERouterModel,
-    name: str,
+    decision: Decision,
     conversation: list[dict[str, str]],
     limit: int,
     sampling: dict[str, Any],
 ) -> Generator[str, None, None]:
-    """Streams expert ``name``'s answer to ``conversation`` (user and assistant turns, the last one the user's),
-    turned into one prompt as the server does it (`chat_prompt`)."""
+    """Streams the answer of ``decision``'s expert to ``conversation`` (user and assistant turns, the last one the
+    user's), turned into one prompt as the server does it (`chat_prompt`)."""
+    name = decision.expert
     with _GENERATION:
         with holder.loading:  # load (or find) the expert's model while no snapshot is being cloned
             pool = router.expert_pool
@@ -240,9 +222,7 @@ def _stream(
                 f"must hold the prompt too; ask for at most {context - 1} new tokens."
             )
         prompt, templated = chat_prompt(loaded.tokenizer, conversation)
-        stream = router.generate_stream(
-            prompt, expert=name, max_new_tokens=limit, use_chat_template=templated, **sampling
-        )
+        stream = answer_stream(pool, prompt, decision, max_new_tokens=limit, use_chat_template=templated, **sampling)
         text, finished = "", False
         try:
             for chunk in stream:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import pytest
 import torch
 
+from ir3de_hf import IR3DERouterModel
 from ir3de_hf.generation import chat_prompt
 
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
@@ -89,9 +91,11 @@ def test_a_list_names_each_prompts_expert_and_mixed_experts_answer_in_one_call(r
 
 
 def test_fallback_when_unsure_or_without_evidence(routed):
-    unsure = routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=1.01, **GREEDY)
+    routed.config.min_margin = 1.01  # the margin rule is the router's setting, the one every surface uses
+    unsure = routed.generate([PROMPTS["code"]], fallback_expert="docs", **GREEDY)
     assert (unsure[0].expert, unsure[0].reason) == ("docs", "fallback")
-    sure = routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=0.0, **GREEDY)
+    routed.config.min_margin = 0.0
+    sure = routed.generate([PROMPTS["code"]], fallback_expert="docs", **GREEDY)
     assert (sure[0].expert, sure[0].reason) == ("code", "routed")
     specials_only = "<s> <s>"
     assert routed.generate([specials_only], fallback_expert="legal", **GREEDY)[0].reason == "fallback"
@@ -181,15 +185,53 @@ def test_max_new_tokens_up_to_the_context_minus_one_is_accepted(routed):
     assert result.expert == "code" and isinstance(result.text, str)
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "0.1", True])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "0.1", True, -0.5])
 def test_min_margin_that_is_not_a_finite_number_is_refused(routed, no_expert_generates, value):
-    with pytest.raises(
-        ValueError, match=rf"min_margin must be a finite number \(or None\), got {re.escape(repr(value))}"
-    ):
+    message = rf"min_margin must be None or a finite number >= 0 \(a margin\), got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=message):
+        routed.config.min_margin = value
+    assert routed.config.min_margin is None  # the old value is kept
+    with pytest.raises(TypeError, match=r"min_margin is a setting of the router now.*router\.config\.min_margin = "):
         routed.generate([PROMPTS["code"]], fallback_expert="docs", min_margin=value, **GREEDY)
-    with pytest.raises(ValueError, match="min_margin must be a finite number"):
+    with pytest.raises(TypeError, match="min_margin is a setting of the router now"):
         routed.generate_stream(PROMPTS["code"], fallback_expert="docs", min_margin=value, **GREEDY)
     assert routed.expert_pool.loaded == []
+
+
+def test_min_margin_is_saved_with_the_router(routed, tmp_path):
+    routed.config.min_margin = 0.25
+    routed.save_pretrained(tmp_path / "router")
+    assert json.loads((tmp_path / "router" / "config.json").read_text())["min_margin"] == 0.25
+    loaded = IR3DERouterModel.from_pretrained(tmp_path / "router")
+    assert loaded.config.min_margin == 0.25
+    output = loaded.route([PROMPTS["code"], PROMPTS["legal"]])
+    assert output.confident.tolist() == (output.margins >= 0.25).tolist()
+
+
+def _generated_ids(router, expert: str, prompt: str) -> list[int]:
+    """The expert's own greedy continuation of ``prompt``, as token ids."""
+    loaded = router.expert_pool.get(expert)
+    inputs = loaded.tokenizer([prompt], return_tensors="pt")
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs, pad_token_id=loaded.tokenizer.pad_token_id, **GREEDY)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_answers_carry_their_token_counts_and_finish_reason(routed):
+    prompts = [PROMPTS["legal"], PROMPTS["code"] + " , indent", PROMPTS["docs"]]
+    results = routed.generate(prompts, **GREEDY)
+    stream = routed.generate_stream(PROMPTS["legal"], **GREEDY)
+    assert stream.completion_tokens is None and stream.finish_reason is None  # known once it has ended
+    "".join(stream)
+    for prompt, result in [*zip(prompts, results, strict=True), (PROMPTS["legal"], stream)]:
+        tokenizer = routed.expert_pool.get(result.expert).tokenizer
+        assert result.prompt_tokens == len(tokenizer(prompt)["input_ids"])  # padding not counted
+        ids = _generated_ids(routed, result.expert, prompt)
+        eos = routed.expert_pool.get(result.expert).model.generation_config.eos_token_id
+        expected = ids.index(eos) + 1 if eos in ids else len(ids)
+        assert result.completion_tokens == expected
+        assert result.finish_reason == ("stop" if eos in ids else "length")
+    assert {r.finish_reason for r in results} == {"length"}  # the tiny random experts never end on their own
 
 
 @pytest.mark.parametrize("value", [0, -3, 1.5, "2", False])

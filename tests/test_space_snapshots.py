@@ -364,7 +364,7 @@ def test_a_chat_turn_is_routed_on_the_last_message(holder, domain_texts) -> None
     assert len(answer) == 1
     line, _, rest = answer[0].partition("\n\n")
     assert line.startswith("Routed to **legal** · margin ")
-    assert line.endswith(("confident (≥ 0.03)", "unsure (< 0.03)"))
+    assert line.endswith("confident (no threshold)")  # the router has neither min_confidence nor min_margin
     assert "'legal' was added from text" in rest
     with pytest.raises(gr.Error, match="Type a prompt first"):
         next(endpoints.chat(holder, "  ", history, 8))
@@ -392,13 +392,24 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
 
 
 def test_route_says_whether_the_router_is_confident(holder, domain_texts) -> None:
-    result = endpoints.route(holder, domain_texts["code"][1][:300])
-    assert result["min_margin"] == endpoints.DEFAULT_MIN_MARGIN
-    assert result["confidence"] == ("confident" if result["margin"] >= result["min_margin"] else "unsure")
-    assert endpoints.confidence(0.02, 0.03) == "unsure" and endpoints.confidence(0.03, 0.03) == "confident"
-    assert endpoints.confidence(None, 0.03) is None and endpoints.confidence(float("inf"), 0.03) is None
+    """The rule of `generate` and the server: without a threshold every decision with evidence is confident; with
+    the config's ``min_margin`` a margin under it is unsure, one at it confident."""
+    prompt = domain_texts["code"][1][:300]
+    result = endpoints.route(holder, prompt)
+    assert result["min_margin"] is None and result["min_confidence"] is None and result["confidence"] == "confident"
+    assert endpoints.routing_line(result).endswith(" · confident (no threshold)")
+    router = clone_router(holder.current)  # the starting router is never modified
+    margin = float(router.route([prompt]).margins[0])
+    session = SessionRouters(lambda: router).session("visitor")
+    router.config.min_margin = margin
+    assert endpoints.route(session, prompt)["confidence"] == "confident"  # at the threshold
+    router.config.min_margin = margin + 1e-3
+    unsure = endpoints.route(session, prompt)
+    assert unsure["confidence"] == "unsure" and unsure["min_margin"] == margin + 1e-3
+    assert endpoints.routing_line(unsure).endswith(f" · unsure (< {margin + 1e-3:g})")
     assert "**confident** (≥ 0.03)" in app.margin_text({"margin": 0.2, "confidence": "confident", "min_margin": 0.03})
     assert "**unsure** (< 0.03" in app.margin_text({"margin": 0.01, "confidence": "unsure", "min_margin": 0.03})
+    assert "**confident** (no threshold)" in app.margin_text({"margin": 0.2, "confidence": "confident"})
 
 
 def test_a_calibrated_router_is_judged_by_its_calibrated_probability(holder, domain_texts) -> None:

@@ -141,6 +141,10 @@ class IR3DEConfig(PreTrainedConfig):
         min_confidence (`float`, *optional*):
             Calibrated top probability under which a decision is not `confident` (routed generation then uses the
             fallback expert); chosen by [`~IR3DERouterModel.calibrate`]. `None`: no threshold.
+        min_margin (`float`, *optional*):
+            Margin (best minus second-best logit) under which a decision is not `confident` either, in the units of
+            the aggregation's scores (so one value does not carry over to another aggregation; `min_confidence` does).
+            `None`: no threshold.
 
     Every field is checked when it is set: at construction, when a saved config loads and on assignment
     (`router.config.top_k = 0`). A bad value raises a `ValueError` that names the field and what it accepts, and
@@ -181,6 +185,7 @@ class IR3DEConfig(PreTrainedConfig):
     encoder_sha256: str | None = None
     calibration_temperatures: dict[str, float] = field(default_factory=dict)
     min_confidence: float | None = None
+    min_margin: float | None = None
     ir3de_format_version: int = FORMAT_VERSION
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -327,6 +332,12 @@ def _probability_or_none(name: str, value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _margin_or_none(name: str, value: Any) -> float | None:
+    if value is not None and not (_is_number(value) and 0 <= value <= sys.float_info.max):
+        raise ValueError(f"{name} must be None or a finite number >= 0 (a margin), got {value!r}.")
+    return None if value is None else float(value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -369,6 +380,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "encoder_sha256": _optional_string,
     "calibration_temperatures": _temperatures,
     "min_confidence": _probability_or_none,
+    "min_margin": _margin_or_none,
     "ir3de_format_version": _format_version,
 }
 _TOKEN_ID_FIELDS = ("vocab_size", "pad_token_id", "ignored_token_ids")

@@ -2,14 +2,14 @@
 """Route, then generate: each prompt goes to its expert, prompts of one expert are generated as one padded batch.
 
 Results come back in input order with the chosen expert, how sure the router was (its margin and calibrated top
-probability) and why that expert was used (`"routed"`, `"forced"` or `"fallback"`). With a ``fallback_expert``, the
-prompts the router is not `confident` about (no usable token, or a calibrated top probability under
-``config.min_confidence``, see `ir3de_hf.calibration`) go to the fallback.
+probability), why that expert was used (`"routed"`, `"forced"` or `"fallback"`) and the token counts and finish reason
+of the answer. The decision is `ir3de_hf.outputs.decide`'s, the one rule the server and the Space use too: with a
+``fallback_expert``, the prompts the router is not `confident` about (no usable token, or under the config's
+``min_confidence`` / ``min_margin``, see `ir3de_hf.calibration`) go to the fallback.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,11 +20,21 @@ import torch
 from transformers import TextIteratorStreamer
 
 from .experts import ExpertPool, LoadedExpert
+from .outputs import Decision, decide
 
 if TYPE_CHECKING:
     from .modeling_ir3de import IR3DERouterModel
 
-__all__ = ["Decision", "RoutedGeneration", "RoutedStream", "chat_prompt", "decide", "generate", "generate_stream"]
+__all__ = [
+    "RoutedGeneration",
+    "RoutedStream",
+    "answer",
+    "answer_stream",
+    "chat_prompt",
+    "decisions",
+    "generate",
+    "generate_stream",
+]
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -33,82 +43,65 @@ DEFAULT_MAX_NEW_TOKENS = 64
 class RoutedGeneration:
     """One answer: the prompt, the expert that wrote ``text``, the router's margin and why that expert was used;
     ``confidence`` is the router's top probability (calibrated once `router.calibrate` ran; NaN when forced, and
-    ``reason`` is ``"forced"`` whenever ``expert=`` named the experts)."""
+    ``reason`` is ``"forced"`` whenever ``expert=`` named the experts). ``prompt_tokens`` is the prompt as the expert
+    saw it (templated, truncated), ``completion_tokens`` the generated tokens (an end-of-sequence token included) and
+    ``finish_reason`` ``"stop"`` (the expert ended its answer) or ``"length"`` (``max_new_tokens`` ran out)."""
 
     prompt: str
     expert: str
     text: str
     margin: float
     reason: str
-    confidence: float = float("nan")
+    confidence: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
 
 
 @dataclass
 class RoutedStream:
-    """A streamed answer: the decision is known at once, ``chunks`` yields text as the expert writes it."""
+    """A streamed answer: the decision and ``prompt_tokens`` are known at once, ``chunks`` yields text as the expert
+    writes it; ``completion_tokens`` and ``finish_reason`` are set once the chunks are exhausted (None before)."""
 
     prompt: str
     expert: str
     margin: float
     reason: str
     chunks: Iterator[str]
-    confidence: float = float("nan")
+    confidence: float
+    prompt_tokens: int
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self.chunks
 
 
-class Decision(NamedTuple):
-    """Which expert answers a prompt, and why."""
+class _Generated(NamedTuple):
+    """One row of a batched ``generate``: what `RoutedGeneration` adds to the decision."""
 
-    expert: str
-    margin: float
-    reason: str
-    confidence: float
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
 
 
-def decide(
+def decisions(
     router: IR3DERouterModel,
     prompts: Sequence[str],
     *,
     expert: str | Sequence[str] | None = None,
     fallback_expert: str | None = None,
-    min_margin: float | None = None,
 ) -> list[Decision]:
     """One [`Decision`] per prompt: the forced expert (``expert=``: one name for all prompts, or a list with one
-    name per prompt), the routed one, or the fallback when the router is not ``confident`` (no evidence, or a top
-    probability under ``config.min_confidence``) or its margin is under ``min_margin``."""
+    name per prompt), else `ir3de_hf.outputs.decide` on the routed prompts (the fallback where the router is not
+    ``confident``)."""
     _check_prompts(prompts)
-    _check_min_margin(min_margin)
     if fallback_expert is not None:
         _check_expert(router, fallback_expert, "fallback_expert")
     if expert is not None:
-        return [Decision(name, float("nan"), "forced", float("nan")) for name in _forced(router, expert, len(prompts))]
-    routed = router.route(list(prompts), token_details=False)
-    assert routed.expert_names is not None and routed.margins is not None and routed.no_evidence is not None
-    assert routed.probabilities is not None and routed.confident is not None
-    top = routed.probabilities.max(dim=1).values.tolist()
-    decisions = []
-    for index, (name, margin, empty, sure, confidence) in enumerate(
-        zip(
-            routed.expert_names,
-            routed.margins.tolist(),
-            routed.no_evidence.tolist(),
-            routed.confident.tolist(),
-            top,
-            strict=True,
-        )
-    ):
-        unsure = not sure or (min_margin is not None and margin < min_margin)
-        if unsure and fallback_expert is not None:
-            decisions.append(Decision(fallback_expert, margin, "fallback", confidence))
-        elif empty or name is None:
-            raise ValueError(
-                f"Prompt {index} has no token the router can use (only special tokens); pass fallback_expert=..."
-            )
-        else:
-            decisions.append(Decision(name, margin, "routed", confidence))
-    return decisions
+        return [Decision(name, "forced") for name in _forced(router, expert, len(prompts))]
+    return decide(router.route(list(prompts), token_details=False), router.expert_names, fallback_expert)
 
 
 def generate(
@@ -118,7 +111,6 @@ def generate(
     *,
     expert: str | Sequence[str] | None = None,
     fallback_expert: str | None = None,
-    min_margin: float | None = None,
     use_chat_template: bool | None = None,
     batch_size: int = 8,
     **generate_kwargs: Any,
@@ -126,33 +118,50 @@ def generate(
     """Routes ``prompts`` and lets each chosen expert answer its group in batches of ``batch_size``.
 
     ``expert=`` skips routing: one name forces that expert for every prompt, a list names each prompt's expert (as
-    long as ``prompts``; a server that routed the prompts itself passes its choices). Prompts for different adapters
-    of one base model share batches (peft mixed-adapter batches), so a routed batch costs about what the same batch
-    costs on a single expert.
+    long as ``prompts``). Prompts for different adapters of one base model share batches (peft mixed-adapter
+    batches), so a routed batch costs about what the same batch costs on a single expert.
 
     ``use_chat_template`` (default: when the expert's tokenizer has one) wraps each prompt as a user turn. Prompts
     longer than the expert's context minus ``max_new_tokens`` are truncated from the left (the end is kept).
 
     Arguments are checked before any expert generates: ``max_new_tokens`` (default 64) must be an int from 1 to
-    the chosen experts' context minus one (``max_position_embeddings``: the prompt needs a token), ``min_margin`` a
-    finite number and ``batch_size`` an int >= 1; otherwise `ValueError`. Checking the context loads each chosen
-    expert first.
+    the chosen experts' context minus one (``max_position_embeddings``: the prompt needs a token) and ``batch_size``
+    an int >= 1; otherwise `ValueError`. Checking the context loads each chosen expert first.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_count("batch_size", batch_size)
-    _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-    decisions = decide(router, prompts, expert=expert, fallback_expert=fallback_expert, min_margin=min_margin)
-    texts: list[str] = [""] * len(prompts)
+    _check_generate_kwargs(generate_kwargs)
+    chosen = decisions(router, prompts, expert=expert, fallback_expert=fallback_expert)
+    return answer(pool, prompts, chosen, use_chat_template=use_chat_template, batch_size=batch_size, **generate_kwargs)
+
+
+def answer(
+    pool: ExpertPool,
+    prompts: Sequence[str],
+    decided: Sequence[Decision],
+    *,
+    use_chat_template: bool | None = None,
+    batch_size: int = 8,
+    **generate_kwargs: Any,
+) -> list[RoutedGeneration]:
+    """Lets each decision's expert answer its prompt (`generate` after the decisions; a server that decided itself
+    calls this), grouped and batched as `generate` describes, with the same checks."""
+    prompts = list(prompts)
+    if len(decided) != len(prompts):
+        raise ValueError(f"{len(decided)} decisions for {len(prompts)} prompts; give one decision per prompt.")
+    _check_count("batch_size", batch_size)
+    _check_generate_kwargs(generate_kwargs)
+    produced: dict[int, _Generated] = {}
     groups: dict[tuple[str, str | None, str], list[int]] = {}
-    for index, decision in enumerate(decisions):
+    for index, decision in enumerate(decided):
         groups.setdefault(pool.batch_key(decision.expert), []).append(index)
     for indices in groups.values():  # every group's expert must fit the answer before any of them generates
-        name = decisions[indices[0]].expert
+        name = decided[indices[0]].expert
         _check_context(name, pool.get(name), generate_kwargs["max_new_tokens"])
     for indices in groups.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            experts = [decisions[i].expert for i in chunk]
+            experts = [decided[i].expert for i in chunk]
             distinct = list(dict.fromkeys(experts))
             for name in distinct:  # loads each; the last one fetched is the active adapter
                 loaded = pool.get(name)
@@ -161,11 +170,21 @@ def generate(
             answers = _generate_batch(
                 loaded, [prompts[i] for i in chunk], use_chat_template, generate_kwargs, adapter_names
             )
-            for index, answer in zip(chunk, answers, strict=True):
-                texts[index] = answer
+            for index, result in zip(chunk, answers, strict=True):
+                produced[index] = result
     return [
-        RoutedGeneration(prompt, decision.expert, text, decision.margin, decision.reason, decision.confidence)
-        for prompt, decision, text in zip(prompts, decisions, texts, strict=True)
+        RoutedGeneration(
+            prompt,
+            decision.expert,
+            produced[index].text,
+            decision.margin,
+            decision.reason,
+            decision.confidence,
+            produced[index].prompt_tokens,
+            produced[index].completion_tokens,
+            produced[index].finish_reason,
+        )
+        for index, (prompt, decision) in enumerate(zip(prompts, decided, strict=True))
     ]
 
 
@@ -176,7 +195,6 @@ def generate_stream(
     *,
     expert: str | None = None,
     fallback_expert: str | None = None,
-    min_margin: float | None = None,
     use_chat_template: bool | None = None,
     **generate_kwargs: Any,
 ) -> RoutedStream:
@@ -184,19 +202,45 @@ def generate_stream(
 
     The arguments are checked as in `generate`, before the expert generates.
     """
-    _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-    ((name, margin, reason, confidence),) = decide(
-        router, [prompt], expert=expert, fallback_expert=fallback_expert, min_margin=min_margin
-    )
-    loaded = pool.get(name)
-    _check_context(name, loaded, generate_kwargs["max_new_tokens"])
+    _check_generate_kwargs(generate_kwargs)
+    (decision,) = decisions(router, [prompt], expert=expert, fallback_expert=fallback_expert)
+    return answer_stream(pool, prompt, decision, use_chat_template=use_chat_template, **generate_kwargs)
+
+
+def answer_stream(
+    pool: ExpertPool,
+    prompt: str,
+    decision: Decision,
+    *,
+    use_chat_template: bool | None = None,
+    **generate_kwargs: Any,
+) -> RoutedStream:
+    """Streams ``decision``'s expert's answer to ``prompt`` (`generate_stream` after the decision; the server and
+    the Space, which decided themselves, call this)."""
+    _check_generate_kwargs(generate_kwargs)
+    loaded = pool.get(decision.expert)
+    _check_context(decision.expert, loaded, generate_kwargs["max_new_tokens"])
     inputs = _encode(loaded, [prompt], use_chat_template, generate_kwargs)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    output: list[torch.Tensor] = []
     worker = threading.Thread(
-        target=_run_generate, args=(loaded, inputs, {**generate_kwargs, "streamer": streamer}), daemon=True
+        target=lambda: output.append(_run_generate(loaded, inputs, {**generate_kwargs, "streamer": streamer})),
+        daemon=True,
     )
     worker.start()
-    return RoutedStream(prompt, name, margin, reason, iter(streamer), confidence)
+
+    def chunks() -> Iterator[str]:
+        yield from streamer
+        worker.join()
+        if output:  # the generation's own tokens: the counts and why it stopped
+            (generated,) = _results(loaded, inputs, output[0], generate_kwargs["max_new_tokens"])
+            stream.completion_tokens, stream.finish_reason = generated.completion_tokens, generated.finish_reason
+
+    prompt_tokens = int(inputs["attention_mask"][0].sum())
+    stream = RoutedStream(
+        prompt, decision.expert, decision.margin, decision.reason, chunks(), decision.confidence, prompt_tokens
+    )
+    return stream
 
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> tuple[str, bool | None]:
@@ -267,13 +311,14 @@ def _check_count(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
-def _check_min_margin(min_margin: object) -> None:
-    """Refuses a `min_margin` that is not a finite number: a NaN compares false with every margin (no fallback ever)
-    and a string would fail only after routing."""
-    if min_margin is None:
-        return
-    if isinstance(min_margin, bool) or not isinstance(min_margin, numbers.Real) or not math.isfinite(min_margin):
-        raise ValueError(f"min_margin must be a finite number (or None), got {min_margin!r}.")
+def _check_generate_kwargs(generate_kwargs: dict[str, Any]) -> None:
+    """Sets the default ``max_new_tokens`` and checks it; ``min_margin`` moved to the router's config."""
+    if "min_margin" in generate_kwargs:
+        raise TypeError(
+            "min_margin is a setting of the router now, used by every surface: set router.config.min_margin = "
+            f"{generate_kwargs['min_margin']!r} instead of passing it to generate."
+        )
+    _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
 
 def _check_context(name: str, loaded: LoadedExpert, max_new_tokens: int) -> None:
@@ -323,10 +368,34 @@ def _generate_batch(
     use_chat_template: bool | None,
     generate_kwargs: dict[str, Any],
     adapter_names: list[str] | None,
-) -> list[str]:
+) -> list[_Generated]:
     inputs = _encode(loaded, prompts, use_chat_template, generate_kwargs)
     if adapter_names is not None:
         generate_kwargs = {**generate_kwargs, "adapter_names": adapter_names}
     output = _run_generate(loaded, inputs, generate_kwargs)
+    return _results(loaded, inputs, output, generate_kwargs["max_new_tokens"])
+
+
+def _results(
+    loaded: LoadedExpert, inputs: dict[str, torch.Tensor], output: torch.Tensor, max_new_tokens: int
+) -> list[_Generated]:
+    """Per row: the answer's text, the prompt's tokens, the generated tokens up to the first end-of-sequence token
+    (included; what follows is padding), and ``"stop"`` when there is one, else ``"length"``."""
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    return list(loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    ends = torch.isin(new_tokens, torch.tensor(_eos_ids(loaded), dtype=new_tokens.dtype, device=new_tokens.device))
+    texts = loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    results = []
+    for text, prompt_mask, row_ends in zip(texts, inputs["attention_mask"], ends, strict=True):
+        stopped = bool(row_ends.any())
+        count = int(row_ends.int().argmax()) + 1 if stopped else int(row_ends.numel())
+        finish = "stop" if stopped or count < max_new_tokens else "length"
+        results.append(_Generated(text, int(prompt_mask.sum()), count, finish))
+    return results
+
+
+def _eos_ids(loaded: LoadedExpert) -> list[int]:
+    """The ids that end an answer: the generation config's ``eos_token_id`` (one or a list) and the tokenizer's."""
+    configured = getattr(loaded.model.generation_config, "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    ids.append(loaded.tokenizer.eos_token_id)
+    return sorted({int(i) for i in ids if i is not None})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import math
 import os
 import tempfile
 import threading
@@ -260,8 +261,18 @@ class IR3DERouterModel(PreTrainedModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> IR3DERouterOutput:
-        """Routes a batch of token ids (B x L); positions where ``attention_mask`` is 0 never vote."""
-        return self._decide(self._tables(), input_ids, attention_mask, token_details=True)
+        """Routes a batch of token ids (B x L) for transformers (``router(**batch)``, the text-classification
+        pipeline); positions where ``attention_mask`` is 0 never vote.
+
+        As for any sequence classifier, the ``logits`` are those whose softmax is the class probabilities: the log of
+        ``probabilities`` (calibrated once `calibrate` ran), NaN for a prompt without evidence, so the pipeline's
+        scores are the router's probabilities and a prompt without a usable token gets NaN scores rather than an
+        expert. `route` returns the aggregated scores as ``logits``; every other field is the same.
+        """
+        output = self._decide(self._tables(), input_ids, attention_mask, token_details=True)
+        assert output.probabilities is not None and output.no_evidence is not None
+        output.logits = output.probabilities.log().masked_fill(output.no_evidence[:, None], math.nan)
+        return output
 
     def _decide(
         self,
@@ -285,19 +296,18 @@ class IR3DERouterModel(PreTrainedModel):
         no_evidence = ~usable.any(dim=1)
         temperature = self.config.calibration_temperatures.get(aggregation, 1.0)
         chances = probabilities(decision.logits, temperature, no_evidence)
-        threshold = self.config.min_confidence
-        confident = ~no_evidence if threshold is None else ~no_evidence & (chances.max(dim=1).values >= threshold)
+        gaps = margins(decision.logits, no_evidence)
         return IR3DERouterOutput(
             logits=decision.logits,
             expert_ids=decision.expert_ids,
-            margins=margins(decision.logits, no_evidence),
+            margins=gaps,
             token_scores=tables.scores_at(ids) if token_details else None,
             token_votes=token_votes.masked_fill(~usable, -1),
             voting_mask=decision.voting_mask,
             no_evidence=no_evidence,
             expert_names=[tables.names[i] if i >= 0 else None for i in decision.expert_ids.tolist()],
             probabilities=chances,
-            confident=confident,
+            confident=_confident(self.config, chances, gaps, no_evidence),
         )
 
     @torch.inference_mode()
@@ -378,8 +388,9 @@ class IR3DERouterModel(PreTrainedModel):
         """Routes ``prompts`` and returns each chosen expert's answer, in input order.
 
         Keyword arguments: ``expert=`` forces one expert (or a list: each prompt's expert), ``fallback_expert=``
-        and ``min_margin=`` catch prompts the router is unsure of, ``use_chat_template=``, ``batch_size=``; the rest
-        go to the expert's `generate` (``max_new_tokens``, ``do_sample``...). See [`ir3de_hf.generation.generate`].
+        answers the prompts the router is not `confident` about (``config.min_confidence``, ``config.min_margin``),
+        ``use_chat_template=``, ``batch_size=``; the rest go to the expert's `generate` (``max_new_tokens``,
+        ``do_sample``...). See [`ir3de_hf.generation.generate`].
         """
         return generate(self, self.expert_pool, prompts, **kwargs)
 
@@ -562,6 +573,19 @@ def _placeholder_store(embeddings: nn.Embedding, config: IR3DEConfig) -> ExpertS
         else:
             store.add(spec.name, histogram=torch.zeros(1, dtype=torch.int64, device="cpu").expand(vocab_size))
     return store
+
+
+def _confident(
+    config: IR3DEConfig, chances: torch.Tensor, gaps: torch.Tensor, no_evidence: torch.Tensor
+) -> torch.Tensor:
+    """The config's thresholds: evidence, a top probability of at least ``min_confidence`` and a margin of at least
+    ``min_margin`` (each when set)."""
+    confident = ~no_evidence
+    if config.min_confidence is not None:
+        confident &= chances.max(dim=1).values >= config.min_confidence
+    if config.min_margin is not None:
+        confident &= gaps >= config.min_margin
+    return confident
 
 
 def _settings(config: IR3DEConfig) -> RoutingSettings:

@@ -1,14 +1,17 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""What routing returns: [`IR3DERouterOutput`], shared by the router and the baselines."""
+"""What routing returns: [`IR3DERouterOutput`], shared by the router and the baselines, and the one rule that turns
+it into [`Decision`] s (`decide`): generation, the server and the Space all decide through it."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers.utils import ModelOutput
 
-__all__ = ["IR3DERouterOutput", "merge_outputs"]
+__all__ = ["Decision", "IR3DERouterOutput", "NoEvidenceError", "decide", "merge_outputs"]
 
 _PER_PROMPT = ("logits", "expert_ids", "margins", "no_evidence", "probabilities", "confident")
 
@@ -41,8 +44,8 @@ class IR3DERouterOutput(ModelOutput):
             to 1, uniform where `no_evidence`. Once calibrated, the top probability estimates how often such a
             decision is right.
         confident (`torch.BoolTensor` of shape `(B,)`):
-            False where `no_evidence` or where the top probability is under `config.min_confidence`: prompts that
-            routed generation sends to the fallback expert.
+            False where `no_evidence`, where the top probability is under `config.min_confidence` or where the margin
+            is under `config.min_margin`: the prompts that `decide` sends to the fallback expert.
     """
 
     logits: torch.Tensor | None = None
@@ -55,6 +58,63 @@ class IR3DERouterOutput(ModelOutput):
     expert_names: list[str | None] | None = None
     probabilities: torch.Tensor | None = None
     confident: torch.Tensor | None = None
+
+
+class NoEvidenceError(ValueError):
+    """A prompt has no token the router can use and there is no fallback expert to answer it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"Prompt {index} has no token the router can use (only special tokens); pass fallback_expert=..."
+        )
+        self.index = index
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which expert answers a prompt, and why: ``"routed"``, ``"forced"`` (the caller named the expert) or
+    ``"fallback"`` (the router was not `confident`). When the router decided: its ``margin`` (``inf`` with a single
+    expert), its top probability ``confidence`` (calibrated once `router.calibrate` ran), each expert's probability
+    and whether it was ``confident``; a forced decision has NaN, NaN, None and None."""
+
+    expert: str
+    reason: str
+    margin: float = math.nan
+    confidence: float = math.nan
+    probabilities: dict[str, float] | None = None
+    confident: bool | None = None
+
+
+def decide(
+    output: IR3DERouterOutput, expert_names: Sequence[str], fallback_expert: str | None = None
+) -> list[Decision]:
+    """One [`Decision`] per routed prompt: the chosen expert where the router is ``confident``, else
+    ``fallback_expert`` when given. ``expert_names`` are the router's experts, in routing order.
+
+    The thresholds (``config.min_confidence``, ``config.min_margin``) are already in ``output.confident``, so this is
+    the whole rule. Raises `NoEvidenceError` for a prompt without a usable token when there is no fallback (an
+    unconfident prompt with evidence keeps its routed expert).
+    """
+    assert output.expert_names is not None and output.margins is not None and output.probabilities is not None
+    assert output.confident is not None
+    decisions = []
+    for index, (name, margin, row, confident) in enumerate(
+        zip(
+            output.expert_names,
+            output.margins.tolist(),
+            output.probabilities.tolist(),
+            output.confident.tolist(),
+            strict=True,
+        )
+    ):
+        expert, reason = name, "routed"
+        if not confident and fallback_expert is not None:
+            expert, reason = fallback_expert, "fallback"
+        if expert is None:
+            raise NoEvidenceError(index)
+        chances = dict(zip(expert_names, row, strict=True))
+        decisions.append(Decision(expert, reason, margin, max(row), chances, bool(confident)))
+    return decisions
 
 
 def merge_outputs(

@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,8 +23,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..outputs import Decision
 from .backends import Backend, Delta, Job
-from .decision import Decider, Decision, routed_text
+from .decision import Decider, decision_body, decision_header, routed_text
 from .errors import ServeError, error_body
 from .metrics import Metrics
 from .responses import Reply, sse
@@ -95,9 +96,14 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         except ValidationError as error:
             raise ServeError(422, _validation_message(error), param=_validation_param(error)) from error
 
-    def decide(model: str, texts: list[str]) -> list[Decision]:
+    def decide(model: str, texts: Sequence[str] | Callable[[], str]) -> list[Decision]:
+        """``model``'s expert, or the routed decision of each text: ``texts`` are the prompts, or for a chat a
+        function that gives its one text to route (called only when routing, so a forced chat is not read)."""
+        forced = decider.forced(model)
+        if forced is not None:
+            return [forced] * (1 if callable(texts) else len(texts))
         started = time.perf_counter()
-        decisions = decider.decide(model, texts)
+        decisions = decider.route([texts()] if callable(texts) else texts)
         metrics.routing_seconds(time.perf_counter() - started)
         return decisions
 
@@ -116,7 +122,7 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             raise ServeError(400, "stop sequences are not supported by the local backend.", param="stop")
         metrics.request(endpoint, decision.expert, decision.reason)
         reply = Reply(decision, chat=job.messages is not None)
-        headers = {"x-ir3de-expert": decision.header()}
+        headers = {"x-ir3de-expert": decision_header(decision)}
         if not stream:
             result = await backend.complete(job)
             metrics.tokens(decision.expert, result.prompt_tokens, result.completion_tokens)
@@ -139,11 +145,10 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body, chat = await parse(request, ChatRequest)
-        routed = [routed_text(chat.messages, settings.route_on)] if decider.routes(chat.model) else [""]
-        (decision,) = decide(chat.model, routed)
+        (decision,) = decide(chat.model, lambda: routed_text(chat.messages, settings.route_on))
         messages = [{"role": message.role, "content": message.text} for message in chat.messages]
         limit = token_limit(chat.token_limit)
-        job = Job(decision.expert, limit, messages, None, chat.temperature, chat.top_p, body)
+        job = Job(decision, limit, messages, None, chat.temperature, chat.top_p, body)
         return await answer("chat", job, decision, chat.stream)
 
     @app.post("/v1/completions")
@@ -151,21 +156,21 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         body, completion = await parse(request, CompletionRequest)
         (decision,) = decide(completion.model, [completion.text])
         limit = token_limit(completion.token_limit)
-        job = Job(decision.expert, limit, None, completion.text, completion.temperature, completion.top_p, body)
+        job = Job(decision, limit, None, completion.text, completion.temperature, completion.top_p, body)
         return await answer("completions", job, decision, completion.stream)
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
         _, asked = await parse(request, RouteRequest)
         model = asked.model or decider.meta_models[0]
-        if asked.messages is not None:
-            texts = [routed_text(asked.messages, settings.route_on) if decider.routes(model) else ""]
+        messages, given = asked.messages, asked.input
+        if messages is not None:
+            decisions = decide(model, lambda: routed_text(messages, settings.route_on))
         else:
-            texts = [asked.input] if isinstance(asked.input, str) else list(asked.input or [])
-        decisions = decide(model, texts)
+            decisions = decide(model, [given] if isinstance(given, str) else list(given or []))
         for decision in decisions:
             metrics.request("route", decision.expert, decision.reason)
-        data = [{"index": index, **decision.as_dict()} for index, decision in enumerate(decisions)]
+        data = [{"index": index, **decision_body(decision)} for index, decision in enumerate(decisions)]
         return JSONResponse({"object": "list", "model": model, "data": data})
 
     @app.get("/v1/models")

@@ -10,43 +10,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ServeError
 
 if TYPE_CHECKING:
     from ..modeling_ir3de import IR3DERouterModel
+    from ..outputs import Decision
     from .schemas import ChatMessage
 
-__all__ = ["META_MODEL", "ROUTE_ON", "Decider", "Decision", "routed_text"]
+__all__ = ["META_MODEL", "ROUTE_ON", "Decider", "decision_body", "decision_header", "routed_text"]
 
 META_MODEL = "ir3de"
 ROUTE_ON = ("last_user", "all_user", "all")
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The expert that answers, why (``routed``, ``forced`` or ``fallback``), and the router's view when it routed:
-    its margin, the calibrated probability of each expert and whether it was confident."""
+def decision_body(decision: Decision) -> dict[str, Any]:
+    """The ``ir3de`` field of an answer: ``{"expert", "reason", "margin", "probabilities", "confident"}``, with
+    ``margin`` None when forced or with a single expert (NaN and inf are not JSON)."""
+    margin = decision.margin if math.isfinite(decision.margin) else None
+    return {
+        "expert": decision.expert,
+        "reason": decision.reason,
+        "margin": margin,
+        "probabilities": decision.probabilities,
+        "confident": decision.confident,
+    }
 
-    expert: str
-    reason: str
-    margin: float | None = None
-    probabilities: dict[str, float] | None = None
-    confident: bool | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def header(self) -> str:
-        """``x-ir3de-expert``: ``"legal; reason=routed; margin=0.1640; confident=true"`` (HTTP-header safe)."""
-        parts = [self.expert, f"reason={self.reason}"]
-        if self.margin is not None:
-            parts.append(f"margin={self.margin:.4f}")
-        if self.confident is not None:
-            parts.append(f"confident={str(self.confident).lower()}")
-        return "; ".join(parts)
+def decision_header(decision: Decision) -> str:
+    """``x-ir3de-expert``: ``"legal; reason=routed; margin=0.1640; confident=true"`` (HTTP-header safe)."""
+    parts = [decision.expert, f"reason={decision.reason}"]
+    if math.isfinite(decision.margin):
+        parts.append(f"margin={decision.margin:.4f}")
+    if decision.confident is not None:
+        parts.append(f"confident={str(decision.confident).lower()}")
+    return "; ".join(parts)
 
 
 def routed_text(messages: Sequence[ChatMessage], route_on: str) -> str:
@@ -64,7 +63,8 @@ def routed_text(messages: Sequence[ChatMessage], route_on: str) -> str:
 
 
 class Decider:
-    """Turns ``model`` and the routed texts into `Decision` s with the read-only router."""
+    """Turns ``model`` and the routed texts into `Decision` s with the read-only router: `forced` says whether
+    ``model`` names an expert, `route` decides by `ir3de_hf.outputs.decide` (the rule of `generate` and the Space)."""
 
     def __init__(self, router: IR3DERouterModel, *, name: str | None = None, fallback_expert: str | None = None):
         if fallback_expert is not None and fallback_expert not in router.expert_names:
@@ -76,9 +76,12 @@ class Decider:
         self.fallback_expert = fallback_expert
         self.meta_models = [META_MODEL] + ([name] if name and name != META_MODEL else [])
 
-    def check_model(self, model: str) -> None:
-        """Refuses (404) a ``model`` that is neither the meta-model nor an expert."""
-        if model not in self.meta_models and model not in self.router.expert_names:
+    def forced(self, model: str) -> Decision | None:
+        """The decision for a ``model`` that names an expert, None for the meta-model (route); refuses (404) any
+        other ``model``."""
+        if model in self.meta_models:
+            return None
+        if model not in self.router.expert_names:
             raise ServeError(
                 404,
                 f"The model {model!r} does not exist: use {self.meta_models[0]!r} to route, or one of the experts "
@@ -86,43 +89,29 @@ class Decider:
                 param="model",
                 code="model_not_found",
             )
+        from ..outputs import Decision  # torch: not imported by `ir3de serve --help`, which reads ROUTE_ON
 
-    def routes(self, model: str) -> bool:
-        """Whether ``model`` asks for routing (the meta-model) rather than naming an expert."""
-        self.check_model(model)
-        return model in self.meta_models
+        return Decision(model, "forced")
 
     def decide(self, model: str, texts: Sequence[str]) -> list[Decision]:
-        """One decision per text; a forced expert ignores the texts."""
-        if not self.routes(model):
-            return [Decision(model, "forced")] * len(texts)
+        """One decision per text: ``model``'s expert when it names one (the texts are not routed), else `route`."""
+        forced = self.forced(model)
+        return [forced] * len(texts) if forced is not None else self.route(texts)
+
+    def route(self, texts: Sequence[str]) -> list[Decision]:
+        """One routed decision per text."""
         for index, text in enumerate(texts):
             if not text.strip():
                 raise ServeError(400, f"Prompt {index} is empty; there is nothing to route.", param="input")
+        from ..outputs import NoEvidenceError, decide
+
         routed = self.router.route(list(texts), token_details=False)
-        assert routed.probabilities is not None and routed.confident is not None and routed.margins is not None
-        names = self.router.expert_names
-        decisions = []
-        for index, (name, margin, row, confident) in enumerate(
-            zip(
-                routed.expert_names or [],
-                routed.margins.tolist(),
-                routed.probabilities.tolist(),
-                routed.confident.tolist(),
-                strict=True,
-            )
-        ):
-            probabilities = dict(zip(names, row, strict=True))
-            finite = margin if math.isfinite(margin) else None  # a single expert's margin is inf: not JSON
-            if not bool(confident) and self.fallback_expert is not None:
-                decisions.append(Decision(self.fallback_expert, "fallback", finite, probabilities, False))
-            elif name is None:
-                raise ServeError(
-                    400,
-                    f"Prompt {index} has no token the router can use (only special tokens); name an expert as the "
-                    "model, or start the server with --fallback-expert.",
-                    param="input",
-                )
-            else:
-                decisions.append(Decision(name, "routed", finite, probabilities, bool(confident)))
-        return decisions
+        try:
+            return decide(routed, self.router.expert_names, self.fallback_expert)
+        except NoEvidenceError as error:
+            raise ServeError(
+                400,
+                f"Prompt {error.index} has no token the router can use (only special tokens); name an expert as the "
+                "model, or start the server with --fallback-expert.",
+                param="input",
+            ) from error

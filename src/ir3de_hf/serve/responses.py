@@ -9,8 +9,9 @@ import time
 import uuid
 from typing import Any
 
+from ..outputs import Decision
 from .backends import Answer, Delta
-from .decision import Decision
+from .decision import decision_body
 
 __all__ = ["Reply", "sse"]
 
@@ -62,7 +63,7 @@ class Reply:
             "object": kind,
             "created": self.created,
             "model": self.decision.expert,
-            "ir3de": self.decision.as_dict(),
+            "ir3de": decision_body(self.decision),
         }
 
 

@@ -5,25 +5,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ...outputs import Decision
 
 __all__ = ["Answer", "Backend", "Delta", "Job"]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One generation for one expert: a chat (``messages``) or a text completion (``prompt``).
+    """One generation for the expert the server decided: a chat (``messages``) or a text completion (``prompt``).
 
     ``body`` is the client's request as sent (remote backends forward it, with ``model`` replaced).
     """
 
-    expert: str
+    decision: Decision
     max_tokens: int
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def expert(self) -> str:
+        return self.decision.expert
 
 
 @dataclass(frozen=True)

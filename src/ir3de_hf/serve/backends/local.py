@@ -2,8 +2,8 @@
 """The local backend: the router's own `ExpertPool` answers, one generation at a time on one worker thread, with
 micro-batching: requests with the same sampling settings and ``max_tokens`` that arrive within ``batch_wait_ms`` of the
 first share a batched ``generate`` call (up to ``max_batch_size`` prompts) when they go to the same expert or to
-adapters of one base model (``router.generate`` is given each prompt's expert and runs them as one mixed-adapter
-batch).
+adapters of one base model (`ir3de_hf.generation.answer` is given each prompt's decision and runs them as one
+mixed-adapter batch). The token counts and finish reasons are the generation's own: nothing is tokenized again.
 
 One thread owns the pool, so experts are loaded, switched and unloaded by one caller (peft's active adapter is
 global state of the shared base model); the event loop only routes and waits.
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...generation import chat_prompt
+from ...generation import answer, answer_stream, chat_prompt
 from ..errors import ServeError
 from . import Answer, Delta, Job
 
@@ -45,7 +45,7 @@ class _Pending:
 
 
 class LocalBackend:
-    """Answers jobs with ``router.generate`` / ``router.generate_stream``, on the experts the server decided."""
+    """Answers jobs with `ir3de_hf.generation.answer` / `answer_stream`, on the experts the server decided."""
 
     kind = "local"
 
@@ -131,47 +131,49 @@ class LocalBackend:
         jobs = [pending.job for pending in batch]
         answered: dict[int, Answer] = {}
         try:
-            tokenizer = self.router.expert_pool.get(jobs[0].expert).tokenizer  # one tokenizer per batch key
+            pool = self.router.expert_pool
+            tokenizer = pool.get(jobs[0].expert).tokenizer  # one tokenizer per batch key
             prompts = [_prompt(tokenizer, job) for job in jobs]
             for templated in dict.fromkeys(choice for _, choice in prompts):
                 rows = [index for index, (_, choice) in enumerate(prompts) if choice is templated]
                 self.batch_sizes[len(rows)] += 1
-                answers = self.router.generate(
+                results = answer(
+                    pool,
                     [prompts[index][0] for index in rows],
-                    expert=[jobs[index].expert for index in rows],
+                    [jobs[index].decision for index in rows],
                     use_chat_template=templated,
                     batch_size=len(rows),
                     max_new_tokens=jobs[0].max_tokens,
                     **_sampling(jobs[0]),
                 )
-                for index, answer in zip(rows, answers, strict=True):
-                    answered[index] = _answer(tokenizer, jobs[index], *prompts[index], answer.text)
-            results: list[Answer | BaseException] = [answered[index] for index in range(len(batch))]
+                for index, result in zip(rows, results, strict=True):
+                    answered[index] = Answer(
+                        result.text, result.prompt_tokens, result.completion_tokens, result.finish_reason
+                    )
+            outcomes: list[Answer | BaseException] = [answered[index] for index in range(len(batch))]
         except Exception as error:  # handed to each waiting request, never lost in the thread
-            results = [_refusal(error)] * len(batch)
-        for pending, result in zip(batch, results, strict=True):
-            pending.loop.call_soon_threadsafe(_settle, pending.future, result)
+            outcomes = [_refusal(error)] * len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.loop.call_soon_threadsafe(_settle, pending.future, outcome)
 
     def _run_stream(self, pending: _Pending) -> None:
         job = pending.job
         assert pending.pieces is not None
         put = pending.pieces.put_nowait
         try:
-            tokenizer = self.router.expert_pool.get(job.expert).tokenizer
-            prompt, templated = _prompt(tokenizer, job)
-            stream = self.router.generate_stream(
+            pool = self.router.expert_pool
+            prompt, templated = _prompt(pool.get(job.expert).tokenizer, job)
+            stream = answer_stream(
+                pool,
                 prompt,
-                expert=job.expert,
+                job.decision,
                 use_chat_template=templated,
                 max_new_tokens=job.max_tokens,
                 **_sampling(job),
             )
-            text = ""
             for chunk in stream:
-                text += chunk
                 pending.loop.call_soon_threadsafe(put, Delta(chunk))
-            finish = _answer(tokenizer, job, prompt, templated, text).finish_reason
-            pending.loop.call_soon_threadsafe(put, Delta("", finish))
+            pending.loop.call_soon_threadsafe(put, Delta("", stream.finish_reason or "stop"))
         except Exception as error:  # raised in the request's coroutine
             pending.loop.call_soon_threadsafe(put, _refusal(error))
         pending.loop.call_soon_threadsafe(put, _DONE)
@@ -205,16 +207,3 @@ def _sampling(job: Job) -> dict[str, Any]:
     if not job.temperature:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p or 1.0}
-
-
-def _answer(tokenizer: Any, job: Job, prompt: str, templated: bool | None, text: str) -> Answer:
-    """Token counts by the expert's tokenizer (the completion re-tokenized from its text); a prompt `generate`
-    templated itself (``templated`` None) is counted as templated."""
-    if templated is None and getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    completion_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    finish = "length" if completion_tokens >= job.max_tokens else "stop"
-    return Answer(text, prompt_tokens, completion_tokens, finish)
