@@ -7,23 +7,31 @@ import argparse
 import sys
 from collections.abc import Collection, Sequence
 
-from . import demo, evaluate, experts, hub, recipe, reference, route, serve, space
 from ._command import Command
+from .demo import COMMANDS as DEMO
 from .errors import DEBUG_ENV, EXPECTED_ERRORS, report_error
+from .evaluate import COMMANDS as EVALUATE
+from .experts import COMMANDS as EXPERTS
+from .hub import COMMANDS as HUB
+from .recipe import COMMANDS as RECIPE
+from .reference import COMMANDS as REFERENCE
+from .route import COMMANDS as ROUTE
+from .serve import COMMANDS as SERVE
+from .space import COMMANDS as SPACE
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 COMMANDS: list[Command] = [
-    *experts.COMMANDS,
-    *route.COMMANDS,
-    *evaluate.COMMANDS,
-    *hub.COMMANDS,
-    *reference.COMMANDS,
-    *demo.COMMANDS,
-    *space.COMMANDS,
-    *serve.COMMANDS,
-    *recipe.COMMANDS,
-]
+    *EXPERTS,
+    *ROUTE,
+    *EVALUATE,
+    *HUB,
+    *REFERENCE,
+    *DEMO,
+    *SPACE,
+    *SERVE,
+    *RECIPE,
+]  # the order of `ir3de --help`
 
 
 def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:

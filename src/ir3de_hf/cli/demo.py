@@ -25,7 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.cli:
         require_extra("demo", ("gradio", "space"))
         return _space_app(rebuild=args.rebuild)
-    require_extra("demo --cli", ("peft", "experts"), ("accelerate", "experts"))
+    require_extra("demo --cli", ("peft", "experts"))  # the demo experts are LoRA adapters
     from ..demo import load_demo_router, sample_prompts
 
     router = load_demo_router(rebuild=args.rebuild)
