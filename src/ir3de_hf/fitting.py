@@ -1,6 +1,10 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Fitting experts at scale: stream their text, count token histograms, sum them over processes, solve once.
 
+The one fit of the package: `fit_experts` (all experts or none, a progress bar, checkpoints when asked) is what
+``ir3de fit`` and ``ir3de add-expert`` run, and its count (`count_experts`) is what ``add_expert(dataset=...)`` runs
+on one process; token ids become counts in `statistics.TokenCounter` only.
+
 IR3DE's statistics are token histograms (see `statistics.py`), so a fit is a pass of batched tokenisation and
 ``bincount`` over each expert's text, and a fit split over P processes is exact: each process counts its shard of
 every stream, one ``all_reduce`` sums the int64 histograms, and the result equals the single-process histograms
