@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,69 @@ def test_pull_into_a_foreign_local_dir_needs_overwrite(hub, fitted, llama_dir, c
     assert not (llama_dir / "generation_config.json").exists()
 
     assert main(["pull", "me/cli-router", "--local-dir", str(llama_dir)]) == 0  # now a router: no flag needed
+
+
+# ------------------------------------------------------------------------------------------------ package pieces
+
+
+def test_the_commands_share_one_positive_int_type():
+    """``ir3de fit``, ``ir3de serve`` and ``python -m ir3de_hf.recipes.m2d2`` parse counts with the same function."""
+    from ir3de_hf.cli.arguments import positive_int
+    from ir3de_hf.recipes.m2d2 import build_parser as recipe_parser
+
+    parser = build_parser(commands=["fit", "serve"])
+    subparsers = next(action for action in parser._actions if action.dest == "command").choices
+    types = {
+        (command, action.dest): action.type
+        for command in ("fit", "serve")
+        for action in subparsers[command]._actions
+        if action.dest in {"batch_size", "port", "max_batch_size"}
+    }
+    types |= {("recipe", action.dest): action.type for action in recipe_parser()._actions if action.dest == "batches"}
+    assert set(types) == {("fit", "batch_size"), ("serve", "port"), ("serve", "max_batch_size"), ("recipe", "batches")}
+    assert set(types.values()) == {positive_int}
+
+
+def test_ir3de_debug_prints_the_traceback_before_the_one_line_error(fitted, monkeypatch, capsys):
+    assert main(["remove-expert", str(fitted), "nope"]) == 1
+    quiet = capsys.readouterr().err
+    assert "Traceback" not in quiet
+
+    monkeypatch.setenv("IR3DE_DEBUG", "1")
+    assert main(["remove-expert", str(fitted), "nope"]) == 1
+    loud = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in loud and "in _remove_expert" in loud  # after transformers' bars
+    assert (
+        loud.splitlines()[-1]
+        == quiet.splitlines()[-1]
+        == ("ir3de remove-expert: error: No expert named 'nope'; the router's experts are: code, legal.")
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "missing", "line"),
+    [
+        (
+            ["demo"],
+            ["gradio"],
+            "ir3de demo: error: ir3de demo needs gradio, which is not installed: pip install 'ir3de_hf[space]'",
+        ),
+        (
+            ["serve", "demo"],
+            ["fastapi", "uvicorn"],
+            "ir3de serve: error: ir3de serve needs fastapi, which is not installed: pip install 'ir3de_hf[serve]'",
+        ),
+        (
+            ["serve", "demo"],
+            ["uvicorn"],
+            "ir3de serve: error: ir3de serve needs uvicorn, which is not installed: pip install 'ir3de_hf[serve]'",
+        ),
+    ],
+    ids=["demo without gradio", "serve without fastapi", "serve without uvicorn"],
+)
+def test_a_command_without_its_extra_names_the_extra_in_one_line(monkeypatch, capsys, arguments, missing, line):
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # what an environment without it imports: nothing
+    assert main(arguments) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [line] and "Traceback" not in err

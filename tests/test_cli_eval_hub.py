@@ -59,6 +59,34 @@ def test_eval_without_domain_labels_is_a_one_line_error(onehot_router, domain_te
     assert last_line == f"ir3de eval: error: {data} has no 'domain' column to evaluate against"
 
 
+def test_eval_on_labels_that_are_not_experts_says_what_they_were_and_to_pass_data(
+    onehot_router, domain_texts, tmp_path, capsys
+):
+    """The README's ``ir3de eval my-router --tokens 16`` on a router whose experts are not the benchmark's domains."""
+    from ir3de_hf.data import load_benchmark
+
+    router_dir = _router_dir(onehot_router, domain_texts, tmp_path)
+    domains = sorted(set(load_benchmark()["test"]["domain"]) - {"code", "legal", "docs"})
+    assert main(["eval", str(router_dir), "--tokens", "16"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"ir3de eval: error: the domains of the ir3de-multidomain test split ({', '.join(domains)}) are not experts "
+        f"of {str(router_dir)!r} (its experts: code, legal, docs): pass --data FILE, a .parquet/.jsonl file with "
+        "text and domain columns whose domains are the router's expert names"
+    )
+
+    data = tmp_path / "other.jsonl"
+    data.write_text(json.dumps({"text": "def f(): pass", "domain": "python"}) + "\n")
+    assert main(["eval", str(router_dir), "--data", str(data)]) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"ir3de eval: error: the domains of {data} (python) are not experts of {str(router_dir)!r}")
+    )
+
+
 def test_push_then_pull_gives_the_same_router(hub, onehot_router, domain_texts, tmp_path, capsys):
     router_dir = _router_dir(onehot_router, domain_texts, tmp_path)
     assert main(["push", str(router_dir), "me/cli-router", "--message", "first"]) == 0

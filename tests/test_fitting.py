@@ -139,3 +139,30 @@ def test_streaming_sources_are_not_materialised(fit_data):
     dataset = open_text_source(str(fit_data["docs"]))
     assert isinstance(dataset, IterableDataset)
     assert json.loads(json.dumps(dataset.state_dict()))  # the position a checkpoint stores is plain JSON
+
+
+def test_add_expert_from_a_dataset_is_the_fits_count_with_its_checks_and_bar(text_router, domain_texts, capfd):
+    """``add_expert(dataset=...)`` counts through `count_experts`: the same histogram, bar and errors as a fit."""
+    texts = domain_texts["legal"] * (2048 // len(domain_texts["legal"]) + 1)  # >= 2,048 texts: a bar by default
+    data = Dataset.from_dict({"body": texts})
+    options = {"tokenizer": text_router.tokenizer, "vocab_size": text_router.config.vocab_size}
+    fitted = count_experts(
+        {"legal": data}, ignored_token_ids=text_router.config.never_counted_ids, text_column="body", **options
+    )
+    capfd.readouterr()
+    text_router.add_expert("legal", dataset=data, text_column="body")
+    assert "Counting tokens of 'legal'" in capfd.readouterr().err
+    assert torch.equal(text_router.store.histogram("legal"), fitted.histograms["legal"])
+    assert torch.equal(text_router.store.histogram("legal"), _reference(text_router, texts))
+
+    def broken():
+        yield {"text": "def f ( ) : return"}
+        yield {"text": "a \udcff b"}
+
+    stream = IterableDataset.from_generator(broken)
+    message = r"Expert 'broken': text 1 .*not valid Unicode"
+    with pytest.raises(ValueError, match=message):
+        count_experts({"broken": stream}, **options)
+    with pytest.raises(ValueError, match=message):
+        text_router.add_expert("broken", dataset=stream)
+    assert text_router.expert_names == ["legal"]

@@ -10,6 +10,7 @@ import torch
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.aggregation import AGGREGATIONS, aggregate
 from ir3de_hf.statistics import (
+    TokenCounter,
     augmented_moments,
     explicit_moments,
     merge_histograms,
@@ -49,6 +50,23 @@ def test_histogram_never_counts_masked_positions_or_ignored_ids():
     counts = token_histogram(ids, mask, vocab_size=10, ignored_token_ids=[0])
     assert counts.tolist() == [0, 0, 0, 1, 0, 2, 0, 2, 0, 0]
     assert counts.dtype == torch.int64
+
+
+def test_the_counter_accumulates_like_one_histogram_and_stops_at_its_budget():
+    """`TokenCounter` is the one counting primitive: batches added one by one give `token_histogram` of them all, and
+    a budget counts exactly the first usable tokens (ignored ids never use it up)."""
+    batches = [torch.tensor([5, 0, 5, 7]), torch.tensor([[0, 3], [3, 9]]), torch.tensor([9, 9, 1])]
+    counter = TokenCounter(10, never_counted=[0])
+    assert [counter.add(batch) for batch in batches] == [3, 3, 3]
+    whole = torch.cat([batch.reshape(-1) for batch in batches])
+    assert torch.equal(counter.counts, token_histogram(whole, vocab_size=10, ignored_token_ids=[0]))
+    assert counter.counts.tolist() == [0, 1, 0, 2, 0, 2, 0, 1, 0, 3] and counter.tokens == 9
+
+    budgeted = TokenCounter(10, never_counted=[0], budget=4)
+    assert [budgeted.add(batch) for batch in batches] == [3, 1, 0]
+    assert budgeted.counts.tolist() == [0, 0, 0, 1, 0, 2, 0, 1, 0, 0] and budgeted.full
+    with pytest.raises(ValueError, match=r"Token ids must lie in \[0, 10\)"):
+        counter.add(torch.tensor([10]))
 
 
 def test_histograms_merge_by_addition(zipf_ids):

@@ -1,6 +1,10 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Fitting experts at scale: stream their text, count token histograms, sum them over processes, solve once.
 
+The one fit of the package: `fit_experts` (all experts or none, a progress bar, checkpoints when asked) is what
+``ir3de fit`` and ``ir3de add-expert`` run, and its count (`count_experts`) is what ``add_expert(dataset=...)`` runs
+on one process; token ids become counts in `statistics.TokenCounter` only.
+
 IR3DE's statistics are token histograms (see `statistics.py`), so a fit is a pass of batched tokenisation and
 ``bincount`` over each expert's text, and a fit split over P processes is exact: each process counts its shard of
 every stream, one ``all_reduce`` sums the int64 histograms, and the result equals the single-process histograms
@@ -44,9 +48,8 @@ from datasets import IterableDataset
 from tqdm.auto import tqdm
 
 from .configuration_ir3de import ExpertSpec
-from .distributed import process_state, sum_across_processes
 from .fit_checkpoint import ExpertProgress, FitCheckpoint, checkpoint_path
-from .inputs import TokenCounter
+from .statistics import TokenCounter
 from .text_sources import (
     READ_ERRORS,
     describe_change,
@@ -104,6 +107,7 @@ def count_experts(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
+    distributed: bool = True,
 ) -> FitResult:
     """Counts the token histogram of each expert's text; under torch.distributed, each process counts its shard and
     every process receives the sums.
@@ -123,6 +127,8 @@ def count_experts(
             the same data and arguments, refuses one of other data or arguments, and marks its own finished at the end.
         checkpoint_every: checkpoint after this many batches (and after each expert).
         progress: show a progress bar with tokens/s on the main process.
+        distributed: False counts all the text in this process, whatever torch.distributed says (what
+            ``add_expert(dataset=...)`` does: it may run on one process of several).
 
     Raises:
         FileNotFoundError: a path that is not there, or a folder without text files.
@@ -133,21 +139,21 @@ def count_experts(
     _check_counts(batch_size=batch_size, checkpoint_every=checkpoint_every, max_tokens=max_tokens)
     if not sources:
         raise ValueError("No expert to fit: give at least one name -> text source.")
-    state = process_state()
-    rank, world = state.process_index, state.num_processes
+    rank, world, main = _process(distributed)
     ignored = sorted({int(i) for i in ignored_token_ids})
-    identity = {
-        "experts": _source_identities(sources, text_column, split),
-        "tokenizer": vocabulary_fingerprint(tokenizer),
-        "vocab_size": vocab_size,
-        "ignored_token_ids": ignored,
-        "text_column": text_column,
-        "split": split,
-        "batch_size": batch_size,
-        "max_tokens": max_tokens,
-        "world_size": world,
-    }
+    identity: dict[str, Any] = {"experts": _source_identities(sources, text_column, split)}  # checks the sources
     path = checkpoint_path(checkpoint_dir, rank, world) if checkpoint_dir is not None else None
+    if path is not None:
+        identity.update(
+            tokenizer=vocabulary_fingerprint(tokenizer),
+            vocab_size=vocab_size,
+            ignored_token_ids=ignored,
+            text_column=text_column,
+            split=split,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            world_size=world,
+        )
     saved = _resumable(path, identity) if path is not None else None
     checkpoint = saved or FitCheckpoint(
         identity, torch.zeros(len(sources), vocab_size, dtype=torch.int64), [ExpertProgress() for _ in sources]
@@ -164,12 +170,12 @@ def count_experts(
             if entry.position is not None:
                 dataset.load_state_dict(entry.position)
             bar = tqdm(
-                desc=f"{name} ({rank + 1}/{world})" if world > 1 else name,
+                desc=f"Counting tokens of {name!r}" + (f" ({rank + 1}/{world})" if world > 1 else ""),
                 total=budget,
                 initial=entry.tokens,
                 unit="tok",
                 unit_scale=True,
-                disable=not (progress and state.is_main_process),
+                disable=not (progress and main),
             )
             label = f"Expert {name!r}" + (f" (in the share of process {rank})" if world > 1 else "")
             batches = _batches(dataset, source, label, text_column, batch_size, entry.texts, seconds)
@@ -191,13 +197,12 @@ def count_experts(
             if path is not None:
                 _save(checkpoint, path, seconds)
     start = time.perf_counter()
-    totals = sum_across_processes(
-        {
-            "counts": checkpoint.counts,
-            "texts": torch.tensor([entry.texts for entry in checkpoint.progress], dtype=torch.int64),
-            "per_process": torch.nn.functional.one_hot(torch.tensor(rank), world) * int(checkpoint.counts.sum()),
-        }
-    )
+    mine = {
+        "counts": checkpoint.counts,
+        "texts": torch.tensor([entry.texts for entry in checkpoint.progress], dtype=torch.int64),
+        "per_process": torch.nn.functional.one_hot(torch.tensor(rank), world) * int(checkpoint.counts.sum()),
+    }
+    totals = _summed(mine) if world > 1 else mine
     seconds["reduce"] += time.perf_counter() - start
     if path is not None:  # every process has summed: the next fit in this directory counts afresh
         checkpoint.finished = True
@@ -244,10 +249,26 @@ def fit_experts(
     )
     _add_all(router, result.histograms, expert_fields or {})
     start = time.perf_counter()
-    if process_state().is_main_process:
+    if _process(distributed=True)[2]:
         router.ridge_solution()
     result.seconds["solve"] += time.perf_counter() - start
     return result
+
+
+def _process(distributed: bool) -> tuple[int, int, bool]:
+    """``(rank, world size, is main)`` of this process; ``(0, 1, True)`` when the count is not ``distributed``."""
+    if not distributed:
+        return 0, 1, True
+    from .distributed import process_state  # accelerate: only a distributed count needs it
+
+    state = process_state()
+    return state.process_index, state.num_processes, state.is_main_process
+
+
+def _summed(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from .distributed import sum_across_processes
+
+    return sum_across_processes(tensors)
 
 
 def _add_all(

@@ -3,21 +3,20 @@
 
 Texts, a `datasets.Dataset`, token-id tensors, a precomputed histogram or imported moments ``(A_n, b_n)`` all end
 as an [`ExpertData`]: a token histogram (int64, V) with the never-counted ids at zero, or checked float64 moments.
-[`TokenCounter`] is the single place where token ids become counts; `add_expert`, the streaming fit
-(`ir3de_hf.fitting`) and the CLI all go through it.
+Token ids become counts in one place, `statistics.TokenCounter`; a dataset is counted by the streaming fit's count
+(`fitting.count_experts`), so ``add_expert(dataset=...)``, `fit_experts` and ``ir3de fit`` check and count text alike.
 
 >>> import torch
->>> counter = TokenCounter(vocab_size=5, never_counted=[0])
->>> counter.add(torch.tensor([0, 1, 1, 4]))
-3
->>> counter.counts.tolist()
-[0, 2, 0, 0, 1]
+>>> from ir3de_hf import IR3DERouterModel
+>>> router = IR3DERouterModel.from_encoder(torch.nn.Embedding(5, 2))
+>>> expert_data("e", router.config, input_ids=torch.tensor([[0, 1, 1, 4]])).histogram.tolist()
+[1, 2, 0, 0, 1]
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -25,14 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .configuration_ir3de import IR3DEConfig
-from .statistics import check_token_ids, token_histogram
+from .statistics import TokenCounter, token_histogram
 from .tokenization import checked_id_lists, encode_texts, pad_token_ids
 
 __all__ = [
     "DATA_ARGUMENTS",
     "ExpertData",
     "ExpertInputs",
-    "TokenCounter",
     "as_id_tensors",
     "expert_data",
 ]
@@ -90,47 +88,6 @@ class ExpertData:
     moments: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-class TokenCounter:
-    """Accumulates a token histogram from token ids, never counting ``never_counted`` ids, up to a ``budget``.
-
-    Args:
-        vocab_size: length of the histogram (rows of the router's embedding table).
-        never_counted: ids skipped (padding, special tokens); they do not use up the budget.
-        budget: the most tokens to count (None: no limit).
-        counts: a histogram to continue from (a resumed fit).
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        never_counted: Iterable[int] = (),
-        budget: int | None = None,
-        counts: torch.Tensor | None = None,
-    ) -> None:
-        self.vocab_size = vocab_size
-        self.budget = budget
-        self.counts = counts if counts is not None else torch.zeros(vocab_size, dtype=torch.int64)
-        self._usable = torch.ones(vocab_size, dtype=torch.bool)
-        self._usable[list(never_counted)] = False
-
-    @property
-    def tokens(self) -> int:
-        return int(self.counts.sum())
-
-    @property
-    def full(self) -> bool:
-        return self.budget is not None and self.tokens >= self.budget
-
-    def add(self, ids: torch.Tensor) -> int:
-        """Counts the ids (any shape; checked against the vocabulary) and returns how many were counted."""
-        ids = check_token_ids(ids.reshape(-1), self.vocab_size)
-        ids = ids[self._usable[ids]]
-        if self.budget is not None:
-            ids = ids[: max(self.budget - self.tokens, 0)]
-        self.counts += torch.bincount(ids, minlength=self.vocab_size)
-        return ids.numel()
-
-
 def expert_data(
     name: str,
     config: IR3DEConfig,
@@ -177,15 +134,11 @@ def expert_data(
                 f"Expert {name!r}: this router has no tokenizer, which is needed to count text. Pass tokenizer= to "
                 "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
             )
-        batches, total = _text_batches(name, texts, dataset, text_column)
-        counter = TokenCounter(vocab_size, never_counted)
-        quiet = not show_progress_bar if show_progress_bar is not None else (total or PROGRESS_TEXTS) < PROGRESS_TEXTS
-        with tqdm(total=total, desc=f"Counting tokens of {name!r}", unit=" texts", disable=quiet) as bar:
-            for batch in batches:
-                flat = [token for sequence in encode_texts(tokenizer, batch, vocab_size) for token in sequence]
-                counter.add(torch.as_tensor(flat, dtype=torch.long))
-                bar.update(len(batch))
-        counts = counter.counts
+        counts = (
+            _count_texts(name, texts, tokenizer, config, show_progress_bar)
+            if texts is not None
+            else _count_dataset(name, dataset, tokenizer, config, text_column, show_progress_bar)
+        )
     if int(counts.sum()) == 0:
         raise ValueError(
             f"Expert {name!r} has no usable token (empty text, all padding or only ignored special tokens)."
@@ -253,17 +206,49 @@ def _checked_moments(
     return a, b
 
 
-def _text_batches(
-    name: str, texts: str | Sequence[str] | None, dataset: Any, text_column: str
-) -> tuple[Iterator[list[str]], int | None]:
-    if texts is not None:
-        items = [texts] if isinstance(texts, str) else list(texts)
-        return (items[i : i + _TEXT_BATCH] for i in range(0, len(items), _TEXT_BATCH)), len(items)
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and text_column not in columns:
-        raise ValueError(
-            f"Expert {name!r}: the dataset has no column {text_column!r} (columns: {', '.join(columns)}); "
-            "pass text_column=..."
-        )
-    total = len(dataset) if hasattr(dataset, "__len__") else None
-    return (batch[text_column] for batch in dataset.iter(batch_size=_TEXT_BATCH)), total
+def _count_texts(
+    name: str, texts: str | Sequence[str], tokenizer: Any, config: IR3DEConfig, show_progress_bar: bool | None
+) -> torch.Tensor:
+    """Counts texts held in memory (no `datasets` needed), in batches, with a bar of the texts counted."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    counter = TokenCounter(config.vocab_size, config.never_counted_ids)
+    with tqdm(
+        total=len(items),
+        desc=f"Counting tokens of {name!r}",
+        unit=" texts",
+        disable=not _shows(show_progress_bar, len(items)),
+    ) as bar:
+        for start in range(0, len(items), _TEXT_BATCH):
+            batch = items[start : start + _TEXT_BATCH]
+            flat = [token for sequence in encode_texts(tokenizer, batch, config.vocab_size) for token in sequence]
+            counter.add(torch.as_tensor(flat, dtype=torch.long))
+            bar.update(len(batch))
+    return counter.counts
+
+
+def _count_dataset(
+    name: str, dataset: Any, tokenizer: Any, config: IR3DEConfig, text_column: str, show_progress_bar: bool | None
+) -> torch.Tensor:
+    """Counts a `datasets.Dataset` or `IterableDataset` with the streaming fit's count (`fitting.count_experts`: the
+    same checks, batches and bar as ``ir3de fit``), all of it in this process."""
+    from .fitting import count_experts  # streams need `datasets`, which a dataset argument comes with
+
+    length = len(dataset) if hasattr(dataset, "__len__") else None
+    result = count_experts(
+        {name: dataset},
+        tokenizer=tokenizer,
+        vocab_size=config.vocab_size,
+        ignored_token_ids=config.never_counted_ids,
+        text_column=text_column,
+        batch_size=_TEXT_BATCH,
+        progress=_shows(show_progress_bar, length),
+        distributed=False,
+    )
+    return result.histograms[name]
+
+
+def _shows(show_progress_bar: bool | None, texts: int | None) -> bool:
+    """Whether to show a bar: as asked, else for 2,048 texts or more and for streams of unknown length."""
+    if show_progress_bar is not None:
+        return show_progress_bar
+    return texts is None or texts >= PROGRESS_TEXTS

@@ -185,6 +185,10 @@ class IR3DERouterModel(PreTrainedModel):
         ``text_column=``), ``histogram=`` or ``moments=``, and optionally the registry fields ``source=``,
         ``revision=``, ``description=`` and ``base_model=`` (see [`~ir3de_hf.inputs.ExpertInputs`]). A ``source`` is
         checked (it exists, its tokenizer is the router's) but not loaded: generation loads it when first needed.
+
+        A ``dataset=`` is counted by the fit's own count (`ir3de_hf.fitting.count_experts`: the same checks and
+        progress bar); to fit several experts at once, from files, on several processes or with checkpoints, use
+        `ir3de_hf.fitting.fit_experts`.
         """
         self._set_expert(name, inputs, new=True)
 

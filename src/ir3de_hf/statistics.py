@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import torch
 
 __all__ = [
+    "TokenCounter",
     "augmented_moments",
     "check_token_ids",
     "explicit_moments",
@@ -39,6 +40,54 @@ __all__ = [
 # of the symmetric split (only tables wider than one block are split).
 _ROW_BLOCK = 4096
 _COLUMN_BLOCK = 1024
+
+
+class TokenCounter:
+    """Accumulates a token histogram from token ids, never counting ``never_counted`` ids, up to a ``budget``: the one
+    place where token ids become counts (`token_histogram`, `add_expert` and the streaming fit all count here).
+
+    Args:
+        vocab_size: length of the histogram (rows of the router's embedding table).
+        never_counted: ids skipped (padding, special tokens); they do not use up the budget.
+        budget: the most tokens to count (None: no limit).
+        counts: a histogram to continue from (a resumed fit); it is updated in place.
+
+    >>> counter = TokenCounter(vocab_size=5, never_counted=[0])
+    >>> counter.add(torch.tensor([0, 1, 1, 4]))
+    3
+    >>> counter.counts.tolist()
+    [0, 2, 0, 0, 1]
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        never_counted: Iterable[int] = (),
+        budget: int | None = None,
+        counts: torch.Tensor | None = None,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.budget = budget
+        self.counts = counts if counts is not None else torch.zeros(vocab_size, dtype=torch.int64)
+        self._usable = torch.ones(vocab_size, dtype=torch.bool, device=self.counts.device)
+        self._usable[list(never_counted)] = False
+
+    @property
+    def tokens(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def full(self) -> bool:
+        return self.budget is not None and self.tokens >= self.budget
+
+    def add(self, ids: torch.Tensor) -> int:
+        """Counts the ids (any shape; checked against the vocabulary) and returns how many were counted."""
+        ids = check_token_ids(ids.reshape(-1), self.vocab_size)
+        ids = ids[self._usable[ids]]
+        if self.budget is not None:
+            ids = ids[: max(self.budget - self.tokens, 0)]
+        self.counts += torch.bincount(ids, minlength=self.vocab_size)
+        return ids.numel()
 
 
 def token_histogram(
@@ -61,12 +110,11 @@ def token_histogram(
                 f"{tuple(input_ids.shape)}; they must match."
             )
         ids = ids[attention_mask.reshape(-1).to(torch.bool)]
-    ids = check_token_ids(ids, vocab_size)
-    counts = torch.bincount(ids, minlength=vocab_size)
-    ignored = list(ignored_token_ids)
-    if ignored:
-        counts[torch.as_tensor(ignored, dtype=torch.long, device=counts.device)] = 0
-    return counts
+    counter = TokenCounter(
+        vocab_size, ignored_token_ids, counts=torch.zeros(vocab_size, dtype=torch.int64, device=ids.device)
+    )
+    counter.add(ids)
+    return counter.counts
 
 
 def merge_histograms(*histograms: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,12 @@ EXPERT_CONFIG = {  # the authors' LlamaWrapper(hidden_size=768, num_attention_he
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
 }
-_EXPECTED_ERRORS = (ValueError, OSError)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The recipe's arguments; ``ir3de recipe m2d2`` and ``python -m ir3de_hf.recipes.m2d2`` share them."""
     from ..aggregation import AGGREGATIONS
+    from ..cli.arguments import positive_int
 
     parser = argparse.ArgumentParser(
         prog=prog or "python -m ir3de_hf.recipes.m2d2",
@@ -71,11 +71,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), help="the experts, in routing order")
     parser.add_argument("--tokenizer", default=TOKENIZER, help="the experts' tokenizer (Hub id or folder)")
     parser.add_argument("--expert-config", help="JSON (inline or a file) overriding the experts' LlamaConfig fields")
-    parser.add_argument("--batches", type=_positive, default=1000, help="train batches counted per domain")
-    parser.add_argument("--batch-size", type=_positive, default=16, help="rows per batch")
-    parser.add_argument("--sequence-length", type=_positive, default=1024, help="tokens kept per row")
-    parser.add_argument("--test-batches", type=_positive, default=16, help="test batches evaluated per domain")
-    parser.add_argument("--eval-batch-size", type=_positive, default=4, help="rows per expert forward pass")
+    parser.add_argument("--batches", type=positive_int, default=1000, help="train batches counted per domain")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="rows per batch")
+    parser.add_argument("--sequence-length", type=positive_int, default=1024, help="tokens kept per row")
+    parser.add_argument("--test-batches", type=positive_int, default=16, help="test batches evaluated per domain")
+    parser.add_argument("--eval-batch-size", type=positive_int, default=4, help="rows per expert forward pass")
     parser.add_argument("--ridge-lambda", type=float, default=1e-2, help="ridge penalty (the paper's 1e-2)")
     parser.add_argument(
         "--aggregation",
@@ -83,7 +83,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         choices=AGGREGATIONS,
         help="how tokens decide (majority_vote is the paper's CLM choice)",
     )
-    parser.add_argument("--top-k", type=_positive, default=10, help="tokens kept by entropy_top_k")
+    parser.add_argument("--top-k", type=positive_int, default=10, help="tokens kept by entropy_top_k")
     parser.add_argument("--device", help="where the experts run for evaluation (default: cuda if available)")
     parser.add_argument("--push-to", metavar="ORG", help="push the experts and ORG/ROUTER_NAME to the Hub")
     parser.add_argument("--router-name", default="ir3de-m2d2", help="repository name of the router")
@@ -99,15 +99,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    from ..cli.errors import EXPECTED_ERRORS, report_error
     from ..distributed import end_processes
 
     try:
         run(args, command=f"{parser.prog} {shlex.join(_portable(argv))}")
-    except _EXPECTED_ERRORS as error:
+    except EXPECTED_ERRORS as error:
         end_processes(wait=False)
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 1
+        return report_error(parser.prog, error)
     end_processes(wait=True)  # the others wait while the main process evaluates and saves
     return 0
 
@@ -122,6 +121,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any] | None:
     """The whole recipe (see the module docstring); returns the results on the main process, None on the others."""
     import torch
 
+    from ..cli.errors import EXPECTED_ERRORS
     from ..distributed import broadcast_from_main, process_state
     from .hub_sources import local_folder, push_folders
     from .token_parquet import Budget, count_train_splits, split_files
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any] | None:
             router = _router(args, folders[args.domains[0]], repos.get(args.domains[0]))
             payload = (router.config.vocab_size, router.config.never_counted_ids)
             watch.lap("convert")
-        except _EXPECTED_ERRORS as error:
+        except EXPECTED_ERRORS as error:
             failure, payload = error, str(error)
     # The others wait for the vocabulary; a failure is sent instead, so that every process stops with its message.
     shared = broadcast_from_main(payload)
@@ -352,12 +352,6 @@ def _card(
         tags=["m2d2", "llama"],
         sections=section,
     )
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return int(value)
 
 
 if __name__ == "__main__":

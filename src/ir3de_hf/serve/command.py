@@ -1,5 +1,6 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""The ``ir3de serve`` arguments and their run; imports only the standard library until the server starts."""
+"""The ``ir3de serve`` arguments and their run; imports only the standard library until the server starts (the argument
+types are the CLI's, `ir3de_hf.cli.arguments`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cli.arguments import milliseconds, positive_int
+
 if TYPE_CHECKING:
     from ..modeling_ir3de import IR3DERouterModel
     from .backends import Backend
@@ -15,22 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["API_KEY_ENV", "configure", "router_name", "serve"]
 
 API_KEY_ENV = "IR3DE_EXPERT_API_KEY"  # bearer token sent to remote expert servers, when they need one
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _milliseconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number <= 1000:
-        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, got {value!r}")
-    return number
 
 
 def _expert_url(value: str) -> tuple[str, Any]:
@@ -47,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("router", help="a saved router (directory or Hub id), or 'demo' for the demo router")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=_count, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -66,16 +53,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--route-on", choices=ROUTE_ON, default="last_user", help="chat text that is routed (default last_user)"
     )
     parser.add_argument("--fallback-expert", help="expert that answers prompts the router is not confident about")
-    parser.add_argument("--max-batch-size", type=_count, default=8, help="local: prompts per batched generate (8)")
+    parser.add_argument(
+        "--max-batch-size", type=positive_int, default=8, help="local: prompts per batched generate (8)"
+    )
     parser.add_argument(
         "--batch-wait-ms",
-        type=_milliseconds,
+        type=milliseconds,
         default=10.0,
         help="local: how long a batch waits for more requests (10)",
     )
-    parser.add_argument("--max-tokens-limit", type=_count, default=1024, help="largest max_tokens accepted (1024)")
-    parser.add_argument("--max-request-bytes", type=_count, default=1_000_000, help="largest request body (1 MB)")
-    parser.add_argument("--timeout", type=_count, default=600, help="remote: seconds per expert request (600)")
+    parser.add_argument(
+        "--max-tokens-limit", type=positive_int, default=1024, help="largest max_tokens accepted (1024)"
+    )
+    parser.add_argument(
+        "--max-request-bytes", type=positive_int, default=1_000_000, help="largest request body (1 MB)"
+    )
+    parser.add_argument("--timeout", type=positive_int, default=600, help="remote: seconds per expert request (600)")
     parser.add_argument("--retries", type=int, choices=range(6), default=2, help="remote: extra attempts (2)")
 
 
