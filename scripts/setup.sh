@@ -7,7 +7,7 @@ VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[dev,space,serve,bench]"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"  # dev includes every extra (experts, data, space, serve, bench)
 # The Debian corpus is fetched with `apt-get download`, which needs package lists; a fresh machine may have none.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     apt-get update -qq

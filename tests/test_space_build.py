@@ -74,7 +74,7 @@ def test_build_writes_a_self_contained_space(saved_router, wheel, tmp_path, caps
 
     lines = (out / "requirements.txt").read_text().splitlines()
     assert lines[0] == TORCH_REQUIREMENT
-    assert lines[1] == f"./wheels/{wheel.name}" and (out / "wheels" / wheel.name).is_file()
+    assert lines[1] == f"./wheels/{wheel.name}[space]" and (out / "wheels" / wheel.name).is_file()
     assert f"gradio=={header['sdk_version']}" in lines
 
     app_modules = {path.name for path in resource_path("space_app").glob("*.py")}
@@ -101,7 +101,7 @@ def test_models_and_datasets_are_hub_ids(saved_router, wheel, tmp_path) -> None:
 def test_package_url_replaces_the_wheel(saved_router, tmp_path) -> None:
     router = IR3DERouterModel.from_pretrained(saved_router)
     out = build_space(tmp_path / "space", router, package="https://github.com/org/ir3de_hf")
-    assert (out / "requirements.txt").read_text().splitlines()[1] == "ir3de_hf @ git+https://github.com/org/ir3de_hf"
+    assert (out / "requirements.txt").read_text().splitlines()[1] == "ir3de_hf[space] @ git+https://github.com/org/ir3de_hf"
     assert not (out / "wheels").exists()
 
 

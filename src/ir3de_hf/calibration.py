@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._extras import require
 from ._figures import save_figure
 from .aggregation import probabilities
 
@@ -113,8 +114,8 @@ class CalibrationReport:
 
     def plot(self, path: str | Path) -> Path:
         """Writes the reliability diagram and the coverage/accuracy curve side by side as a PNG."""
-        from matplotlib.figure import Figure  # a bare Figure: no pyplot state, the caller's backend is left alone
-
+        # a bare Figure: no pyplot state, the caller's backend is left alone
+        Figure = require("matplotlib.figure", extra="data", purpose="the reliability diagram").Figure
         figure = Figure(figsize=(10, 4.2))
         reliability, coverage = figure.subplots(1, 2)
         filled = [b for b in self.bins if b["count"]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._extras import require
 from ._figures import save_figure
 from .perplexity import NLLTotal
 
@@ -115,7 +116,7 @@ def evaluate_routing(
 def plot_confusion_matrix(report: RoutingReport, path: str | Path, title: str = "IR3DE routing") -> Path:
     """Writes the confusion matrix, normalised by row (recall on the diagonal), as a PNG."""
     # A bare Figure (no pyplot, no matplotlib.use) leaves the caller's backend and figure registry alone.
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", extra="data", purpose="the confusion-matrix plot").Figure
 
     shares = [[count / max(1, sum(row)) for count in row] for row in report.confusion]
     figure = Figure(figsize=(1.1 * len(report.columns) + 2.5, 0.8 * len(report.labels) + 1.8))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ._extras import require
 from .configuration_ir3de import ExpertSpec
 from .hub._locations import hub_file, local_path_or_hub_id
 from .tokenization import vocabulary_fingerprint
@@ -226,14 +227,14 @@ class ExpertPool:
             kwargs["dtype"] = self.dtype
         device_map = self.placement.get(spec.name, self.device_map)
         if device_map is not None:
+            require("accelerate", extra="experts", purpose="placing experts with a device_map")  # transformers uses it
             kwargs["device_map"] = device_map
         return kwargs
 
     def _load_unit(self, spec: ExpertSpec) -> _Unit:
-        from peft import PeftModel
-
         model: Any
         if spec.kind == "adapter":
+            PeftModel = require("peft", extra="experts", purpose="loading a LoRA adapter expert").PeftModel
             base = AutoModelForCausalLM.from_pretrained(self._base_source(spec), **self._load_kwargs(spec))
             model = PeftModel.from_pretrained(base, _source(spec), adapter_name=spec.name, revision=spec.revision)
         else:

@@ -44,17 +44,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from datasets import IterableDataset
 from tqdm.auto import tqdm
 
 from .configuration_ir3de import ExpertSpec
 from .fit_checkpoint import ExpertProgress, FitCheckpoint, checkpoint_path
 from .statistics import TokenCounter
 from .text_sources import (
-    READ_ERRORS,
     describe_change,
     invalid_text,
     open_text_source,
+    read_errors,
     shard_for_process,
     source_identity,
     unreadable,
@@ -62,6 +61,8 @@ from .text_sources import (
 from .tokenization import encode_texts, vocabulary_fingerprint
 
 if TYPE_CHECKING:
+    from datasets import IterableDataset
+
     from .modeling_ir3de import IR3DERouterModel
 
 __all__ = ["FitResult", "count_experts", "fit_experts"]
@@ -385,7 +386,7 @@ def _batches(
         start = time.perf_counter()
         try:
             batch = next(iterator, None)
-        except READ_ERRORS as error:
+        except read_errors() as error:
             raise ValueError(f"{label}: {unreadable(source, error)}") from error
         if batch is None:
             return

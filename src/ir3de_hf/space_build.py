@@ -91,7 +91,10 @@ def build_space(
 def _write_space(
     folder: Path, router: Any, package: str | None, wheel: str | Path | None, datasets: list[str]
 ) -> None:
-    install = f"ir3de_hf @ {_pip_url(package)}" if package else _vendor_wheel(folder / "wheels", wheel)
+    # the [space] extra: the app needs gradio, peft (its adapter experts) and datasets (the benchmark tab)
+    install = (
+        f"ir3de_hf[space] @ {_pip_url(package)}" if package else f"{_vendor_wheel(folder / 'wheels', wheel)}[space]"
+    )
     _copy_app(folder / APP_PACKAGE)
     (folder / "app.py").write_text(LAUNCHER)
     (folder / "requirements.txt").write_text("\n".join(requirements(install)) + "\n")

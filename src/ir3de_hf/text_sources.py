@@ -21,21 +21,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import pyarrow
-import pyarrow.parquet
-from datasets import Dataset, IterableDataset, load_dataset
-from datasets.distributed import split_dataset_by_node
-
+from ._extras import require
 from .hub._locations import local_path_or_hub_id
 
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
+
 __all__ = [
-    "READ_ERRORS",
     "describe_change",
     "describe_source",
     "invalid_text",
     "open_text_source",
+    "read_errors",
     "shard_for_process",
     "source_identity",
     "unreadable",
@@ -49,9 +49,18 @@ _WHOLE_FILE_BYTES = 1024 * 1024  # ... a file under 1 MiB by all of it
 _SCAN_BYTES = 1024 * 1024
 _MAX_NAMED_CHANGES = 5
 
-# What `datasets` raises on a file it cannot parse: UnicodeDecodeError and Arrow's errors (both ValueErrors, mostly),
-# and StopIteration when the first JSON file has no row to infer the columns from.
-READ_ERRORS = (ValueError, pyarrow.ArrowException, StopIteration)
+_PURPOSE = "fitting from files, Hub datasets, a datasets.Dataset or texts"
+
+
+def _datasets() -> ModuleType:
+    """`datasets`, which opens every kind of expert text a fit streams (the ``data`` extra)."""
+    return require("datasets", extra="data", purpose=_PURPOSE)
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What `datasets` raises on a file it cannot parse: UnicodeDecodeError and Arrow's errors (both ValueErrors,
+    mostly), and StopIteration when the first JSON file has no row to infer the columns from."""
+    return (ValueError, require("pyarrow", extra="data", purpose=_PURPOSE).ArrowException, StopIteration)
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,15 @@ def open_text_source(source: Any, *, text_column: str = "text", split: str = "tr
     files (each file is one text; ``.parquet`` / ``.jsonl`` files are used when it has no ``.txt``), a ``.parquet``,
     ``.jsonl`` or ``.txt`` file, a glob pattern of such files, or else a dataset id on the Hub (``split`` is used).
     """
+    datasets = _datasets()
     if isinstance(source, str | Path):
         dataset = _open_path(source, text_column, split)
-    elif isinstance(source, Dataset):
+    elif isinstance(source, datasets.Dataset):
         dataset = source.to_iterable_dataset()
-    elif isinstance(source, IterableDataset):
+    elif isinstance(source, datasets.IterableDataset):
         dataset = source
     else:
-        dataset = Dataset.from_dict({text_column: _texts(source)}).to_iterable_dataset()
+        dataset = datasets.Dataset.from_dict({text_column: _texts(source)}).to_iterable_dataset()
     if dataset.features is not None:
         if text_column not in dataset.features:
             raise ValueError(
@@ -93,7 +103,10 @@ def shard_for_process(dataset: IterableDataset, rank: int, world_size: int) -> I
     """The part of ``dataset`` that process ``rank`` counts. Every sample goes to exactly one process, none twice
     (unlike a DataLoader with ``even_batches=True``): whole files when their number is a multiple of
     ``world_size``, else every ``world_size``-th sample."""
-    return dataset if world_size == 1 else split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    if world_size == 1:
+        return dataset
+    distributed = require("datasets.distributed", extra="data", purpose=_PURPOSE)
+    return distributed.split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
 
 def describe_source(source: Any) -> str:
@@ -101,9 +114,10 @@ def describe_source(source: Any) -> str:
     if isinstance(source, str | Path):
         path = Path(source)
         return str(path.resolve()) if path.exists() else str(source)
-    if isinstance(source, Dataset):
+    datasets = _datasets()
+    if isinstance(source, datasets.Dataset):
         return f"Dataset of {len(source)} rows"
-    if isinstance(source, IterableDataset):
+    if isinstance(source, datasets.IterableDataset):
         return f"IterableDataset(name={source.info.dataset_name}, features={source.features})"
     return f"list of {len(source)} texts"
 
@@ -131,9 +145,10 @@ def source_identity(source: Any, *, text_column: str = "text", split: str = "tra
         if isinstance(located, str):
             return {"dataset": located, "split": split}
         return {"files": {path.relative_to(located.root).as_posix(): _file_identity(path) for path in located.paths}}
-    if isinstance(source, Dataset):
+    datasets = _datasets()
+    if isinstance(source, datasets.Dataset):
         return _dataset_identity(source, text_column)
-    if isinstance(source, IterableDataset):
+    if isinstance(source, datasets.IterableDataset):
         return {"stream": source.info.dataset_name, "features": str(source.features), "shards": source.num_shards}
     texts = _texts(source)
     problem = invalid_text(texts)
@@ -227,7 +242,7 @@ def invalid_text(texts: Sequence[str], first_index: int = 0) -> str | None:
 
 
 def unreadable(source: Any, error: BaseException) -> ValueError:
-    """The error to raise when `datasets` failed to read ``source`` with ``error`` (one of `READ_ERRORS`, which
+    """The error to raise when `datasets` failed to read ``source`` with ``error`` (one of `read_errors()`, which
     does not say which file): the first file that is not UTF-8 text, valid JSON lines or parquet is found and named,
     with the byte offset or line of the problem. Only run after a failure: it reads the files again."""
     located = _locate(source) if isinstance(source, str | Path) else None
@@ -246,8 +261,9 @@ def _explained(files: _Files | None, description: str, error: BaseException) -> 
 
 def _file_problem(path: Path, kind: str) -> str | None:
     if kind == "parquet":
+        pyarrow = require("pyarrow", extra="data", purpose=_PURPOSE)
         try:
-            pyarrow.parquet.ParquetFile(path)
+            require("pyarrow.parquet", extra="data", purpose=_PURPOSE).ParquetFile(path)
         except pyarrow.ArrowException as error:
             return f"{path} is not a readable parquet file ({str(error).splitlines()[0]})."
         return None
@@ -372,8 +388,10 @@ def _open_path(source: str | Path, text_column: str, split: str) -> IterableData
     options: dict[str, Any] = {"sample_by": "document"} if located.kind == "text" else {}
     data_files = [str(path) for path in located.paths]
     try:  # parquet and JSON files are read here already, to infer the columns
-        dataset = load_dataset(located.kind, data_files=data_files, split="train", streaming=True, **options)
-    except READ_ERRORS as error:
+        dataset = _datasets().load_dataset(
+            located.kind, data_files=data_files, split="train", streaming=True, **options
+        )
+    except read_errors() as error:
         raise _explained(located, describe_source(source), error) from error
     if located.kind == "text" and text_column != "text":
         dataset = dataset.rename_column("text", text_column)
@@ -382,7 +400,7 @@ def _open_path(source: str | Path, text_column: str, split: str) -> IterableData
 
 def _open_hub_dataset(dataset_id: str, split: str) -> IterableDataset:
     try:
-        return load_dataset(dataset_id, split=split, streaming=True)
+        return _datasets().load_dataset(dataset_id, split=split, streaming=True)
     except Exception as error:  # the Hub client raises many types; the user needs one message
         raise FileNotFoundError(
             f"{dataset_id!r} is neither a local path nor a loadable dataset id ({type(error).__name__}: "

@@ -3,12 +3,17 @@
 ``load_benchmark()`` reads the committed parquet files; ``build_benchmark()`` rebuilds them from pinned corpora.
 """
 
-from ir3de_hf.data.build import BuildConfig, build_benchmark
-from ir3de_hf.data.card import render_dataset_card
-from ir3de_hf.data.load import benchmark_path, load_benchmark, load_sources
-from ir3de_hf.data.publish import save_benchmark
-from ir3de_hf.data.sources import DOMAINS, SOURCES
-from ir3de_hf.data.splits import SPLITS
+from ir3de_hf._extras import require
+
+# the one line that names the extra, before any of the modules below imports datasets
+require("datasets", extra="data", purpose="the ir3de-multidomain benchmark and its builders (ir3de_hf.data)")
+
+from ir3de_hf.data.build import BuildConfig, build_benchmark  # noqa: E402
+from ir3de_hf.data.card import render_dataset_card  # noqa: E402
+from ir3de_hf.data.load import benchmark_path, load_benchmark, load_sources  # noqa: E402
+from ir3de_hf.data.publish import save_benchmark  # noqa: E402
+from ir3de_hf.data.sources import DOMAINS, SOURCES  # noqa: E402
+from ir3de_hf.data.splits import SPLITS  # noqa: E402
 
 __all__ = [
     "DOMAINS",
