@@ -1,9 +1,10 @@
-"""The fenced code blocks of a Markdown file, by section, and a runner for their Python that checks shown output.
+"""The fenced code blocks of a Markdown file (the README, docs/*.md), by section, and a runner for their Python that
+checks shown output.
 
-A block belongs to the nearest heading above it (any level). ``<!-- not run: reason -->`` on the line right before a
-block marks it as not run, with its reason. In Python, an expression statement whose line ends with a comment that is
-a Python literal (``out.expert_names  # ['code', 'legal']``) shows its value: `run_python` checks it, with ``...``
-inside the literal matching anything.
+A block belongs to the nearest heading above it (any level) of its document. ``<!-- not run: reason -->`` on the line
+right before a block marks it as not run, with its reason. In Python, an expression statement whose line ends with a
+comment that is a Python literal (``out.expert_names  # ['code', 'legal']``) shows its value: `run_python` checks it,
+with ``...`` inside the literal matching anything.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ class Block:
     language: str
     code: str
     not_run: str | None  # the reason given by a `<!-- not run: ... -->` marker, None when unmarked
+    document: str = "README.md"  # the file, relative to the repository root, in every error message
 
     @property
     def where(self) -> str:
-        return f"README.md:{self.line} ({self.section})"
+        return f"{self.document}:{self.line} ({self.section})"
 
 
-def read_blocks(path: Path) -> list[Block]:
-    """Every fenced block of ``path`` in order (unclosed fences are an error)."""
+def read_blocks(path: Path, document: str = "README.md") -> list[Block]:
+    """Every fenced block of ``path`` in order (unclosed fences are an error); ``document`` names it in messages."""
     blocks: list[Block] = []
     section, language, start, body = "(before any heading)", None, 0, []
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -54,7 +56,7 @@ def read_blocks(path: Path) -> list[Block]:
         elif line.strip() == "```":
             marker = _NOT_RUN.match(lines[start - 2]) if start >= 2 else None
             reason = marker.group(1).strip() if marker else None
-            blocks.append(Block(section, start, language, "\n".join(body) + "\n", reason))
+            blocks.append(Block(section, start, language, "\n".join(body) + "\n", reason, document))
             language = None
         else:
             body.append(line)
@@ -64,19 +66,19 @@ def read_blocks(path: Path) -> list[Block]:
 
 
 def run_python(block: Block, namespace: dict[str, Any]) -> None:
-    """Executes ``block`` in ``namespace``; tracebacks and failed output checks name the README line."""
-    tree = ast.parse("\n" * block.line + block.code, filename="README.md")  # README line numbers, even in errors
+    """Executes ``block`` in ``namespace``; tracebacks and failed output checks name the document's line."""
+    tree = ast.parse("\n" * block.line + block.code, filename=block.document)  # its line numbers, even in errors
     shown = shown_values(block)
     tree.body = [_checked(statement, shown) for statement in tree.body]
-    namespace[_CHECK] = lambda value, line: _check(value, shown[line], f"README.md:{line} ({block.section})")
+    namespace[_CHECK] = lambda value, line: _check(value, shown[line], f"{block.document}:{line} ({block.section})")
     try:
-        exec(compile(ast.fix_missing_locations(tree), "README.md", "exec"), namespace)
+        exec(compile(ast.fix_missing_locations(tree), block.document, "exec"), namespace)
     finally:
         del namespace[_CHECK]
 
 
 def shown_values(block: Block) -> dict[int, Any]:
-    """README line -> the literal its comment shows, for the lines whose comment is a Python literal."""
+    """Document line -> the literal its comment shows, for the lines whose comment is a Python literal."""
     shown = {}
     for token in tokenize.generate_tokens(io.StringIO(block.code).readline):
         if token.type == tokenize.COMMENT:

@@ -1,16 +1,20 @@
-"""Every Python and shell block of README.md runs here, or says in the README why not.
+"""Every Python and shell block of README.md and docs/*.md runs here, or says in its document why not.
 
 Rules (the extraction is tests/readme_blocks.py):
-- A block belongs to the nearest heading above it. ``<!-- not run: reason -->`` on the line right before a block marks
-  it as not run; every other ``python`` / ``bash`` block runs, in README order, once per section (one test each).
+- A block belongs to the nearest heading above it in its document. ``<!-- not run: reason -->`` on the line right
+  before a block marks it as not run; every other ``python`` / ``bash`` block runs, in document order, once per
+  section (one test per document and section).
 - Each section runs in a fresh working directory holding the files of `DATA_FILES`, against one loopback Hub
   (tests/hub_server.py) serving `HUB_REPOS`; offline mode is off for that Hub only.
-- Consecutive Python blocks of a section share one namespace. Sections after `CONTINUES_FROM` start from a copy of
-  its namespace (the README says its later examples continue from the Quickstart), with ``router`` a ``router.copy()``.
+- Consecutive Python blocks of a section share one namespace. Every other section with Python, in the README or in
+  docs/, starts from a copy of the namespace `CONTINUES_FROM` leaves (the README says the docs' examples continue from
+  its Quickstart), with ``router`` a ``router.copy()``.
 - Shell blocks run with ``bash -euo pipefail`` in a subprocess whose ``ir3de`` is this venv's and whose Hub is the
   loopback one (`shell_env`).
 - A Python expression whose comment is a literal (``out.expert_names  # ['code', 'legal']``) must give that value;
   ``...`` in it matches anything.
+- The README stays a front door: its title, one paragraph, then exactly the two commands `make demo` and `make test`;
+  at most `README_MAX_LINES` lines; a link to every docs/*.md; every relative link of README and docs resolves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -53,7 +58,7 @@ DATA_FILES = {
     "private/code/": ("train", ["code"]),
 }
 TEXTS_PER_DOMAIN = 40
-CONTINUES_FROM = "Quickstart"
+CONTINUES_FROM = ("README.md", "Quickstart")  # (document, section)
 
 
 def shell_env(hub_url: str, hub_cache: str) -> dict[str, str]:
@@ -66,12 +71,20 @@ def shell_env(hub_url: str, hub_cache: str) -> dict[str, str]:
     }
 
 
-# ------------------------------------------------------------------ the README's blocks
+# ------------------------------------------------------------------ the blocks of the README and the docs
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = read_blocks(README)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [block for path in DOCUMENTS for block in read_blocks(path, path.relative_to(ROOT).as_posix())]
 RUNNABLE = [block for block in BLOCKS if block.language in PYTHON + SHELL]
-SECTIONS = list(dict.fromkeys(block.section for block in RUNNABLE if block.not_run is None))
+SECTIONS = list(dict.fromkeys((block.document, block.section) for block in RUNNABLE if block.not_run is None))
+README_MAX_LINES = 300
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _key(block: Block) -> tuple[str, str]:
+    return block.document, block.section
 
 
 def test_every_python_and_shell_block_runs_or_says_why_not():
@@ -81,8 +94,35 @@ def test_every_python_and_shell_block_runs_or_says_why_not():
         assert block.language, f"{block.where}: give the block a language (python, bash, text...)"
         assert block.not_run is None or block.language in PYTHON + SHELL, f"{block.where}: only code blocks run"
     assert CONTINUES_FROM in SECTIONS
-    runs = [section for section, _ in itertools.groupby(block.section for block in BLOCKS)]
+    runs = [key for key, _ in itertools.groupby(_key(block) for block in BLOCKS)]
     assert len(runs) == len(set(runs)), f"two headings share a title: {sorted({s for s in runs if runs.count(s) > 1})}"
+    assert {block.document for block in BLOCKS} > {"README.md"}, "docs/*.md blocks are read too"
+
+
+def test_the_readme_opens_with_what_it_is_and_the_two_commands():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# ir3de_hf" and lines[1] == ""
+    paragraph_end = lines.index("", 2)
+    assert paragraph_end > 2 and not any(line.startswith(("#", "```", "<!--")) for line in lines[2:paragraph_end])
+    first = BLOCKS[0]
+    assert first.document == "README.md" and first.language in SHELL
+    assert first.line == paragraph_end + 3, "the two commands follow the paragraph at once"
+    commands = [line.split("#")[0].strip() for line in first.code.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["make demo", "make test"]
+    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert {"demo", "test"} <= set(targets)
+
+
+def test_the_readme_is_short_and_links_the_manual():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES
+    linked = {target.split("#")[0] for target in _LINK.findall(text)}
+    assert {path.relative_to(ROOT).as_posix() for path in DOCUMENTS[1:]} <= linked
+    for path in DOCUMENTS:
+        for target in _LINK.findall(path.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("#"):
+                continue
+            assert (path.parent / target.split("#")[0]).exists(), f"{path.relative_to(ROOT)}: no file for {target}"
 
 
 def test_a_shown_output_is_checked():
@@ -148,13 +188,13 @@ def make_data_files(directory: Path, benchmark) -> None:
             pd.DataFrame({"text": texts, "domain": labels}).to_parquet(target)
 
 
-def run_section(section: str, directory: Path, namespace: dict[str, Any], readme_hub, benchmark) -> None:
+def run_section(section: tuple[str, str], directory: Path, namespace: dict[str, Any], readme_hub, benchmark) -> None:
     server, cache = readme_hub
     make_data_files(directory, benchmark)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
         for block in RUNNABLE:
-            if block.section != section or block.not_run is not None:
+            if _key(block) != section or block.not_run is not None:
                 continue
             code = block.code
             for old, new in TEXT_SUBSTITUTIONS.items():
@@ -185,13 +225,13 @@ def quickstart(readme_hub, benchmark, tmp_path_factory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("section", SECTIONS, ids=[f"{document}::{section}" for document, section in SECTIONS])
 def test_readme_section_runs(section, request, readme_hub, benchmark, tmp_path):
     if section == CONTINUES_FROM:
         assert "router" in request.getfixturevalue("quickstart")  # the fixture runs the section
         return
     namespace: dict[str, Any] = {}
-    if any(block.section == section and block.language in PYTHON for block in RUNNABLE):
+    if any(_key(block) == section and block.language in PYTHON for block in RUNNABLE):
         quickstart = request.getfixturevalue("quickstart")
         namespace = {**quickstart, "router": quickstart["router"].copy()}
     run_section(section, tmp_path, namespace, readme_hub, benchmark)
