@@ -101,9 +101,8 @@ def test_models_and_datasets_are_hub_ids(saved_router, wheel, tmp_path) -> None:
 def test_package_url_replaces_the_wheel(saved_router, tmp_path) -> None:
     router = IR3DERouterModel.from_pretrained(saved_router)
     out = build_space(tmp_path / "space", router, package="https://github.com/org/ir3de_hf")
-    assert (out / "requirements.txt").read_text().splitlines()[
-        1
-    ] == "ir3de_hf[space] @ git+https://github.com/org/ir3de_hf"
+    lines = (out / "requirements.txt").read_text().splitlines()
+    assert lines[1] == "ir3de_hf[space] @ git+https://github.com/org/ir3de_hf"
     assert not (out / "wheels").exists()
 
 

@@ -755,7 +755,7 @@ def _convert_smollm2(dest: Path) -> None:
     try:
         import gguf  # noqa: F401  (transformers needs it to read the GGUF file)
     except ImportError as exc:
-        raise AssetError("Converting SmolLM2 needs the `gguf` package: pip install 'gguf>=0.19'.") from exc
+        raise AssetError("Converting SmolLM2 needs the `gguf` package: pip install 'ir3de_hf[data]'.") from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -856,7 +856,7 @@ def _convert_gemma3(dest: Path) -> None:
     try:
         from gguf import GGUFReader
     except ImportError as exc:
-        raise AssetError("Converting Gemma 3 needs the `gguf` package: pip install 'gguf>=0.19'.") from exc
+        raise AssetError("Converting Gemma 3 needs the `gguf` package: pip install 'ir3de_hf[data]'.") from exc
     import gc
 
     from transformers import AutoTokenizer, Gemma3TextConfig
