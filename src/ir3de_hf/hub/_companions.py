@@ -9,6 +9,7 @@ router.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -98,9 +99,7 @@ def copy_expert(source: Path, destination: Path, base_model: str | None) -> None
 def _can_draw() -> bool:
     """Whether matplotlib is there to draw the card's figures. Without it (the core install) the reports are still
     saved and the card only lacks the pictures, with a warning: loading and saving a router never needs plots."""
-    try:
-        import matplotlib  # noqa: F401
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("matplotlib") is None:
         warnings.warn(
             "The card's figures are not drawn: matplotlib is not installed (pip install 'ir3de_hf[data]'); the "
             "reports themselves are saved.",
