@@ -4,6 +4,7 @@ the core dependencies alone and never imports the workshop, and services that us
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -303,3 +304,34 @@ def test_services_take_the_router_from_the_package():
         if name.startswith("ir3de_hf.modeling_ir3de")
     }
     assert offenders == set()
+
+
+def _space_imports() -> list[tuple[str, str]]:
+    """``(module, name)`` for every ``from ir3de_hf... import name`` of the Space app, also inside functions."""
+    found = []
+    for path in sorted((ROOT / "space_app").glob("*.py")):
+        for node in _import_nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ir3de_hf":
+                found += [(node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("ir3de_hf") for alias in node.names), path
+    return found
+
+
+def test_the_space_uses_public_api_only():
+    """The Space is a user of the library: each name it imports is in the `__all__` of a module without an
+    underscore in its path, so a refactoring of private code never breaks a deployed Space."""
+    imports = _space_imports()
+    assert ("ir3de_hf.hub", "local_path_or_hub_id") in imports and len(imports) >= 10
+    code = "import importlib, json, sys\nfor module, name in json.loads(sys.argv[1]):\n"
+    code += "    print(name in getattr(importlib.import_module(module), '__all__', ()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(imports)], capture_output=True, text=True, check=True
+    )
+    exported = result.stdout.split()
+    offenders = [
+        f"{module}.{name}"
+        for (module, name), public in zip(imports, exported, strict=True)
+        if public != "True" or any(part.startswith("_") for part in module.split("."))
+    ]
+    assert offenders == []
