@@ -32,7 +32,7 @@ from ir3de_hf.demo import DOMAINS, ENCODER_ID, demo_experts_path, load_demo_rout
 from ir3de_hf.experts import ExpertPool
 from ir3de_hf.serve.app import ServeSettings, create_app
 from ir3de_hf.serve.backends.local import LocalBackend
-from ir3de_hf.serve.backends.remote import RemoteBackend, RemoteExpert
+from ir3de_hf.serve.backends.remote import RemoteBackend, RemoteEndpoint
 from ir3de_hf.serve.decision import Decider
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def main() -> None:
             import vllm
 
             report["vllm"]["version"] = vllm.__version__
-            remote = RemoteBackend({name: RemoteExpert(f"{url}/v1", name) for name in router.expert_names})
+            remote = RemoteBackend({name: RemoteEndpoint(f"{url}/v1", name) for name in router.expert_names})
             app = create_app(Decider(router), remote, ServeSettings())
             report["proxy_to_vllm"] = measure(app, prompts, args.clients, args.new_tokens)
         except RuntimeError as error:

@@ -24,7 +24,7 @@ import uvicorn
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.serve.app import ServeSettings, create_app
 from ir3de_hf.serve.backends.local import LocalBackend
-from ir3de_hf.serve.backends.remote import RemoteBackend, RemoteExpert, parse_expert_url
+from ir3de_hf.serve.backends.remote import RemoteBackend, RemoteEndpoint, parse_expert_url
 from ir3de_hf.serve.decision import Decider
 
 PROMPTS = {
@@ -400,13 +400,13 @@ def test_forced_routed_and_multi_turn_requests_for_one_base_share_a_window(route
 def test_expert_urls_parse_with_and_without_a_served_model_name():
     assert parse_expert_url("legal=http://127.0.0.1:8001/v1") == (
         "legal",
-        RemoteExpert("http://127.0.0.1:8001/v1", "legal"),
+        RemoteEndpoint("http://127.0.0.1:8001/v1", "legal"),
     )
     assert parse_expert_url("legal=http://h:8001/v1/:legal-lora") == (
         "legal",
-        RemoteExpert("http://h:8001/v1", "legal-lora"),
+        RemoteEndpoint("http://h:8001/v1", "legal-lora"),
     )
-    assert parse_expert_url("code=https://h:8000") == ("code", RemoteExpert("https://h:8000", "code"))
+    assert parse_expert_url("code=https://h:8000") == ("code", RemoteEndpoint("https://h:8000", "code"))
     for bad in ("legal", "legal=localhost:8000", "=http://h"):
         with pytest.raises(ValueError, match="NAME=BASE_URL"):
             parse_expert_url(bad)
@@ -438,7 +438,7 @@ def backend_server(router_dir):
 
 
 def test_the_proxy_answers_exactly_like_the_expert_server_behind_it(router_dir, backend_server):
-    experts = {name: RemoteExpert(f"{backend_server}/v1", name) for name in PROMPTS}
+    experts = {name: RemoteEndpoint(f"{backend_server}/v1", name) for name in PROMPTS}
     proxy, _ = _serve(router_dir, RemoteBackend(experts, timeout=60, retries=0))
     try:
         via_proxy = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)
@@ -464,8 +464,8 @@ def test_the_proxy_answers_exactly_like_the_expert_server_behind_it(router_dir, 
 
 
 def test_an_unreachable_expert_is_503_for_that_expert_only(router_dir, backend_server):
-    experts = {name: RemoteExpert(f"{backend_server}/v1", name) for name in PROMPTS}
-    experts["legal"] = RemoteExpert(f"http://127.0.0.1:{free_port()}/v1", "legal")  # nobody listens there
+    experts = {name: RemoteEndpoint(f"{backend_server}/v1", name) for name in PROMPTS}
+    experts["legal"] = RemoteEndpoint(f"http://127.0.0.1:{free_port()}/v1", "legal")  # nobody listens there
     proxy, _ = _serve(router_dir, RemoteBackend(experts, timeout=10, retries=1))
     try:
         client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0)

@@ -31,7 +31,7 @@ from .configuration_ir3de import ExpertSpec
 from .hub._locations import hub_file, local_path_or_hub_id
 from .tokenization import vocabulary_fingerprint
 
-__all__ = ["ExpertPool", "LoadedExpert", "with_adapter_base"]
+__all__ = ["ExpertPool", "LoadedModel", "with_adapter_base"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -39,7 +39,7 @@ _UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 @dataclass
-class LoadedExpert:
+class LoadedModel:
     """A ready expert: the model to call ``generate`` on (adapter already active) and its tokenizer."""
 
     name: str
@@ -155,7 +155,7 @@ class ExpertPool:
 
     # ------------------------------------------------------------------ loading
 
-    def get(self, name: str) -> LoadedExpert:
+    def get(self, name: str) -> LoadedModel:
         """Returns expert ``name`` ready to generate, loading it (and unloading others) if needed."""
         spec = self.spec(name)
         key = self._unit_key(spec)
@@ -172,7 +172,7 @@ class ExpertPool:
         self._units.move_to_end(key)
         if spec.kind == "adapter":
             unit.model.set_adapter(name)
-        return LoadedExpert(name, unit.model, unit.tokenizer)
+        return LoadedModel(name, unit.model, unit.tokenizer)
 
     def batch_key(self, name: str) -> tuple[str, str | None, str]:
         """Experts with equal keys share one model in memory (the adapters of one base on one device), so their

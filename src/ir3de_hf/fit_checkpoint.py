@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-__all__ = ["ExpertProgress", "FitCheckpoint", "checkpoint_path"]
+__all__ = ["FitCheckpoint", "StreamProgress", "checkpoint_path"]
 
 FORMAT = "ir3de-fit-state/2"  # 2: data identified by content; finished fits marked
 
 
 @dataclass
-class ExpertProgress:
+class StreamProgress:
     """How far one expert's stream was counted on this process."""
 
     texts: int = 0
@@ -47,7 +47,7 @@ class FitCheckpoint:
 
     identity: dict[str, Any]
     counts: torch.Tensor
-    progress: list[ExpertProgress] = field(default_factory=list)
+    progress: list[StreamProgress] = field(default_factory=list)
     finished: bool = False
 
     def save(self, path: Path) -> None:
@@ -77,7 +77,7 @@ class FitCheckpoint:
         metadata = _metadata(path)
         if json.loads(metadata["finished"]):
             return None
-        progress = [ExpertProgress(**entry) for entry in json.loads(metadata["progress"])]
+        progress = [StreamProgress(**entry) for entry in json.loads(metadata["progress"])]
         return cls(json.loads(metadata["identity"]), load_file(str(path))["counts"], progress)
 
 

@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .configuration_ir3de import ExpertSpec
-from .fit_checkpoint import ExpertProgress, FitCheckpoint, checkpoint_path
+from .fit_checkpoint import FitCheckpoint, StreamProgress, checkpoint_path
 from .statistics import TokenCounter
 from .text_sources import (
     describe_change,
@@ -157,7 +157,7 @@ def count_experts(
         )
     saved = _resumable(path, identity) if path is not None else None
     checkpoint = saved or FitCheckpoint(
-        identity, torch.zeros(len(sources), vocab_size, dtype=torch.int64), [ExpertProgress() for _ in sources]
+        identity, torch.zeros(len(sources), vocab_size, dtype=torch.int64), [StreamProgress() for _ in sources]
     )
     streams = _open_pending(sources, checkpoint.progress, text_column, split, rank, world)
     seconds = dict.fromkeys(STAGES, 0.0)
@@ -353,7 +353,7 @@ def _expert_changes(before: list[list[Any]], after: list[list[Any]]) -> list[str
 
 
 def _open_pending(
-    sources: Mapping[str, Any], progress: list[ExpertProgress], text_column: str, split: str, rank: int, world: int
+    sources: Mapping[str, Any], progress: list[StreamProgress], text_column: str, split: str, rank: int, world: int
 ) -> dict[int, IterableDataset]:
     """This process's stream of every expert still to count, by expert index. All are opened before any counting, so
     that a missing column or an unreadable parquet file fails in seconds, not after hours of counting the others."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from transformers import TextIteratorStreamer
 
-from .experts import ExpertPool, LoadedExpert
+from .experts import ExpertPool, LoadedModel
 from .outputs import Decision, decide
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ def _check_generate_kwargs(generate_kwargs: dict[str, Any]) -> None:
     _check_count("max_new_tokens", generate_kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
 
-def _check_context(name: str, loaded: LoadedExpert, max_new_tokens: int) -> None:
+def _check_context(name: str, loaded: LoadedModel, max_new_tokens: int) -> None:
     """Refuses ``max_new_tokens`` that leave no room for the prompt in expert ``name``'s context."""
     context = getattr(loaded.model.config, "max_position_embeddings", None)
     if isinstance(context, int) and max_new_tokens >= context:
@@ -332,7 +332,7 @@ def _check_context(name: str, loaded: LoadedExpert, max_new_tokens: int) -> None
 
 
 def _encode(
-    loaded: LoadedExpert, prompts: list[str], use_chat_template: bool | None, generate_kwargs: dict[str, Any]
+    loaded: LoadedModel, prompts: list[str], use_chat_template: bool | None, generate_kwargs: dict[str, Any]
 ) -> dict[str, torch.Tensor]:
     tokenizer = loaded.tokenizer
     templated = tokenizer.chat_template is not None if use_chat_template is None else use_chat_template
@@ -357,13 +357,13 @@ def _encode(
     return {key: value.to(device) for key, value in encoded.items()}
 
 
-def _run_generate(loaded: LoadedExpert, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
+def _run_generate(loaded: LoadedModel, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:
     with torch.inference_mode():
         return loaded.model.generate(**inputs, pad_token_id=loaded.tokenizer.pad_token_id, **kwargs)
 
 
 def _generate_batch(
-    loaded: LoadedExpert,
+    loaded: LoadedModel,
     prompts: list[str],
     use_chat_template: bool | None,
     generate_kwargs: dict[str, Any],
@@ -377,7 +377,7 @@ def _generate_batch(
 
 
 def _results(
-    loaded: LoadedExpert, inputs: dict[str, torch.Tensor], output: torch.Tensor, max_new_tokens: int
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], output: torch.Tensor, max_new_tokens: int
 ) -> list[_Generated]:
     """Per row: the answer's text, the prompt's tokens, the generated tokens up to the first end-of-sequence token
     (included; what follows is padding), and ``"stop"`` when there is one, else ``"length"``."""
@@ -393,7 +393,7 @@ def _results(
     return results
 
 
-def _eos_ids(loaded: LoadedExpert) -> list[int]:
+def _eos_ids(loaded: LoadedModel) -> list[int]:
     """The ids that end an answer: the generation config's ``eos_token_id`` (one or a list) and the tokenizer's."""
     configured = getattr(loaded.model.generation_config, "eos_token_id", None)
     ids = configured if isinstance(configured, list) else [configured]

@@ -2,7 +2,7 @@
 """The one counting path: every way of giving an expert's data becomes checked statistics here.
 
 Texts, a `datasets.Dataset`, token-id tensors, a precomputed histogram or imported moments ``(A_n, b_n)`` all end
-as an [`ExpertData`]: a token histogram (int64, V) with the never-counted ids at zero, or checked float64 moments.
+as [`CheckedStatistics`]: a token histogram (int64, V) with the never-counted ids at zero, or checked float64 moments.
 Token ids become counts in one place, `statistics.TokenCounter`; a dataset is counted by the streaming fit's count
 (`fitting.count_experts`), so ``add_expert(dataset=...)``, `fit_experts` and ``ir3de fit`` check and count text alike.
 
@@ -29,7 +29,7 @@ from .tokenization import checked_id_lists, encode_texts, pad_token_ids
 
 __all__ = [
     "DATA_ARGUMENTS",
-    "ExpertData",
+    "CheckedStatistics",
     "ExpertInputs",
     "as_id_tensors",
     "expert_data",
@@ -81,7 +81,7 @@ PROGRESS_TEXTS = 2048  # below this many texts a count takes about a second: no 
 
 
 @dataclass(frozen=True)
-class ExpertData:
+class CheckedStatistics:
     """An expert's checked statistics: exactly one of ``histogram`` (int64, V) and ``moments`` (float64)."""
 
     histogram: torch.Tensor | None = None
@@ -101,7 +101,7 @@ def expert_data(
     show_progress_bar: bool | None = None,
     histogram: torch.Tensor | None = None,
     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> ExpertData:
+) -> CheckedStatistics:
     """Checks and counts what was given for expert ``name`` (see [`ExpertInputs`]); every problem is a
     `ValueError` or `TypeError` naming the expert. ``config`` gives the vocabulary, width and never-counted ids."""
     vocab_size, never_counted = config.vocab_size, config.never_counted_ids
@@ -121,7 +121,7 @@ def expert_data(
     if attention_mask is not None and input_ids is None:
         raise ValueError(f"Expert {name!r}: attention_mask= only goes with input_ids=.")
     if moments is not None:
-        return ExpertData(moments=_checked_moments(name, moments, config.hidden_size))
+        return CheckedStatistics(moments=_checked_moments(name, moments, config.hidden_size))
     if histogram is not None:
         counts = checked_histogram(histogram, vocab_size).clone()
         counts[list(never_counted)] = 0
@@ -143,7 +143,7 @@ def expert_data(
         raise ValueError(
             f"Expert {name!r} has no usable token (empty text, all padding or only ignored special tokens)."
         )
-    return ExpertData(histogram=counts)
+    return CheckedStatistics(histogram=counts)
 
 
 def checked_histogram(histogram: torch.Tensor, vocab_size: int) -> torch.Tensor:

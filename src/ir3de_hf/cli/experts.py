@@ -18,7 +18,8 @@ from .arguments import add_overwrite_argument, expert_spec, positive_int
 
 __all__ = ["COMMANDS"]
 
-_FIT_EXTRAS = (("datasets", "data"), ("accelerate", "experts"))  # streaming the text; counting on several processes
+# streaming the text; counting on several processes also needs accelerate, which `distributed` asks for then
+_FIT_EXTRAS = (("datasets", "data"),)
 
 
 def _counting_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .reference_experts import ConvertedExpert
+    from .reference_experts import ConvertedCheckpoint
     from .routed_evaluation import RoutedEvaluation
 
 __all__ = ["DOMAINS", "build_parser", "main"]
@@ -244,7 +244,7 @@ def _check_settings(args: argparse.Namespace) -> None:
     check_save_target(args.output / "router", args.overwrite)
 
 
-def _convert(args: argparse.Namespace, folders: dict[str, Path], repos: dict[str, str]) -> list[ConvertedExpert]:
+def _convert(args: argparse.Namespace, folders: dict[str, Path], repos: dict[str, str]) -> list[ConvertedCheckpoint]:
     from transformers import AutoTokenizer
 
     from .hub_sources import local_folder

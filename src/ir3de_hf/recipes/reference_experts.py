@@ -25,13 +25,13 @@ from .._templates import template_path
 from ..hub._atomic import atomic_directory
 from ..hub._locations import hub_id
 
-__all__ = ["WRAPPER_PREFIX", "ConvertedExpert", "convert_reference_expert", "reference_state_dict"]
+__all__ = ["WRAPPER_PREFIX", "ConvertedCheckpoint", "convert_reference_expert", "reference_state_dict"]
 
 WRAPPER_PREFIX = "_model."
 
 
 @dataclass(frozen=True)
-class ConvertedExpert:
+class ConvertedCheckpoint:
     """A converted expert: its folder and the provenance its card records."""
 
     name: str
@@ -72,7 +72,7 @@ def convert_reference_expert(
     *,
     source: str,
     repo_id: str | None = None,
-) -> ConvertedExpert:
+) -> ConvertedCheckpoint:
     """Writes ``checkpoint`` (a reference wrapper's ``.pth``) to ``target`` as a bf16 ``LlamaForCausalLM`` folder
     that `AutoModelForCausalLM` and our `ExpertPool` load; the save is atomic. ``source`` names where the file came
     from (Hub id or folder) in the card, ``repo_id`` where the folder will be pushed (its usage snippet)."""
@@ -96,7 +96,7 @@ def convert_reference_expert(
     skeleton.load_state_dict(weights, strict=True, assign=True)
     skeleton.config.dtype = torch.bfloat16
     skeleton.generation_config = _generation_config(tokenizer)
-    converted = ConvertedExpert(
+    converted = ConvertedCheckpoint(
         name=name,
         directory=target,
         source=source,
@@ -112,7 +112,7 @@ def convert_reference_expert(
     return converted
 
 
-def expert_card(expert: ConvertedExpert, config: LlamaConfig, repo_id: str | None = None) -> ModelCard:
+def expert_card(expert: ConvertedCheckpoint, config: LlamaConfig, repo_id: str | None = None) -> ModelCard:
     """The ``README.md`` of a converted expert: where its weights come from and what the conversion did."""
     data = ModelCardData(
         library_name="transformers", pipeline_tag="text-generation", tags=["llama", "ir3de", "ir3de-expert"]

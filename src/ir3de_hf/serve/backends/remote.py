@@ -20,13 +20,13 @@ import httpx
 from ..errors import ServeError
 from . import Answer, Delta, Job
 
-__all__ = ["RemoteBackend", "RemoteExpert", "parse_expert_url"]
+__all__ = ["RemoteBackend", "RemoteEndpoint", "parse_expert_url"]
 
 _RETRIED_STATUSES = (502, 503, 504)
 
 
 @dataclass(frozen=True)
-class RemoteExpert:
+class RemoteEndpoint:
     """Where expert ``name`` is served: an OpenAI base URL (``http://host:8000/v1``) and the served model name."""
 
     base_url: str
@@ -34,8 +34,8 @@ class RemoteExpert:
     api_key: str | None = None
 
 
-def parse_expert_url(value: str, api_key: str | None = None) -> tuple[str, RemoteExpert]:
-    """``NAME=BASE_URL[:MODEL]`` -> ``(NAME, RemoteExpert)``; the model defaults to NAME (vLLM's adapter name).
+def parse_expert_url(value: str, api_key: str | None = None) -> tuple[str, RemoteEndpoint]:
+    """``NAME=BASE_URL[:MODEL]`` -> ``(NAME, RemoteEndpoint)``; the model defaults to NAME (vLLM's adapter name).
 
     ``http://h:8000/v1:legal-lora`` serves model ``legal-lora``; in ``http://h:8000`` the ``8000`` is a port.
     """
@@ -45,7 +45,7 @@ def parse_expert_url(value: str, api_key: str | None = None) -> tuple[str, Remot
     base, colon, model = rest.rpartition(":")
     if not colon or "/" in model or model.isdigit() or base in ("http", "https"):
         base, model = rest, name
-    return name, RemoteExpert(base.rstrip("/"), model, api_key)
+    return name, RemoteEndpoint(base.rstrip("/"), model, api_key)
 
 
 class RemoteBackend:
@@ -53,7 +53,7 @@ class RemoteBackend:
 
     kind = "remote"
 
-    def __init__(self, experts: Mapping[str, RemoteExpert], *, timeout: float = 600.0, retries: int = 2) -> None:
+    def __init__(self, experts: Mapping[str, RemoteEndpoint], *, timeout: float = 600.0, retries: int = 2) -> None:
         self.experts = dict(experts)
         self.retries = retries
         self._clients = {
