@@ -19,6 +19,7 @@ MODULES = [
     "ir3de_hf.fitting",
     "ir3de_hf.inputs",
     "ir3de_hf.modeling_ir3de",
+    "ir3de_hf.outputs",
     "ir3de_hf.perplexity",
     "ir3de_hf.routing_tables",
     "ir3de_hf.statistics",

@@ -94,6 +94,17 @@ def decide(
     The thresholds (``config.min_confidence``, ``config.min_margin``) are already in ``output.confident``, so this is
     the whole rule. Raises `NoEvidenceError` for a prompt without a usable token when there is no fallback (an
     unconfident prompt with evidence keeps its routed expert).
+
+    >>> output = IR3DERouterOutput(
+    ...     expert_names=["code", "legal"],
+    ...     margins=torch.tensor([0.5, 0.01]),
+    ...     probabilities=torch.tensor([[0.75, 0.25], [0.5, 0.5]]),
+    ...     confident=torch.tensor([True, False]),
+    ... )
+    >>> [(d.expert, d.reason) for d in decide(output, ["code", "legal"], fallback_expert="general")]
+    [('code', 'routed'), ('general', 'fallback')]
+    >>> [(d.expert, d.reason) for d in decide(output, ["code", "legal"])]  # no fallback: the routed expert stays
+    [('code', 'routed'), ('legal', 'routed')]
     """
     assert output.expert_names is not None and output.margins is not None and output.probabilities is not None
     assert output.confident is not None
