@@ -145,6 +145,15 @@ def onehot_router(word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
 
 
 @pytest.fixture
+def half_fitted_router(onehot_router: IR3DERouterModel, domain_texts: dict[str, list[str]]) -> IR3DERouterModel:
+    """`onehot_router` fitted on every other chunk of each domain: the other chunks (``chunks[1::2]``) are held out,
+    for prompts and calibration data."""
+    for name, chunks in domain_texts.items():
+        onehot_router.add_expert(name, texts=chunks[::2])
+    return onehot_router
+
+
+@pytest.fixture
 def zipf_ids():
     """Draws Zipf-like token ids (rank r with weight 1/r), shifted by ``offset`` so domains prefer different ids."""
 

@@ -34,6 +34,7 @@ CORE = {
     "ir3de_hf._embedding_file",
     "ir3de_hf._extras",
     "ir3de_hf._figures",
+    "ir3de_hf._lazy",
     "ir3de_hf._resources",
     "ir3de_hf._templates",
     "ir3de_hf.aggregation",

@@ -38,11 +38,9 @@ def _halves(texts: list[str], labels: list[str]) -> tuple[tuple[list[str], list[
 
 
 @pytest.fixture
-def fitted(onehot_router, domain_texts) -> IR3DERouterModel:
+def fitted(half_fitted_router) -> IR3DERouterModel:
     """Fitted on every other chunk of each domain; the other chunks are held out for calibration."""
-    for name, chunks in domain_texts.items():
-        onehot_router.add_expert(name, texts=chunks[::2])
-    return onehot_router
+    return half_fitted_router
 
 
 @pytest.fixture

@@ -192,14 +192,12 @@ def test_a_malformed_card_file_is_refused_with_its_name(router, tmp_path):
         IR3DERouterModel.from_pretrained(tmp_path)
 
 
-def test_calibrate_puts_its_report_on_the_card(onehot_router, domain_texts, tmp_path):
-    for name, chunks in domain_texts.items():
-        onehot_router.add_expert(name, texts=chunks[::2])
+def test_calibrate_puts_its_report_on_the_card(half_fitted_router, domain_texts, tmp_path):
     texts = [chunk for chunks in domain_texts.values() for chunk in chunks[1::2]]
     labels = [name for name, chunks in domain_texts.items() for _ in chunks[1::2]]
-    report = onehot_router.calibrate(texts, labels)
-    assert onehot_router.card.calibration is report
-    onehot_router.save_pretrained(tmp_path)
+    report = half_fitted_router.calibrate(texts, labels)
+    assert half_fitted_router.card.calibration is report
+    half_fitted_router.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "calibration.json").read_text()) == report.to_dict()
     assert "![Reliability diagram" in (tmp_path / "README.md").read_text()
 

@@ -29,11 +29,9 @@ NO_EVIDENCE = "[PAD] <s>"  # only special tokens
 
 
 @pytest.fixture
-def router(onehot_router, domain_texts) -> IR3DERouterModel:
+def router(half_fitted_router) -> IR3DERouterModel:
     """Fitted on every other chunk of each domain (the other chunks give the prompts and the calibration data)."""
-    for name, chunks in domain_texts.items():
-        onehot_router.add_expert(name, texts=chunks[::2])
-    return onehot_router
+    return half_fitted_router
 
 
 @pytest.fixture
