@@ -115,7 +115,7 @@ def routing_overhead(router: Any, prompts: list[str], requests: int) -> dict[str
         with httpx.Client() as client:
             for index in range(requests + 20):  # interleaved, the first 20 of each as warm-up
                 messages = [{"role": "user", "content": prompts[index % len(prompts)]}]
-                expert = decider.decide("ir3de", [messages[0]["content"]])[0].expert
+                expert = decider.route([messages[0]["content"]])[0].expert
                 for kind, url, model in (
                     ("direct", stub_url, expert),
                     ("proxy_forced", proxy_url, expert),
@@ -134,7 +134,7 @@ def routing_overhead(router: Any, prompts: list[str], requests: int) -> dict[str
     decide_s = []
     for index in range(requests):
         start = time.perf_counter()
-        decider.decide("ir3de", [prompts[index % len(prompts)]])
+        decider.route([prompts[index % len(prompts)]])
         decide_s.append(time.perf_counter() - start)
     result: dict[str, Any] = {"requests": requests, **{kind: percentiles(values) for kind, values in times.items()}}
     result["routing_decision_only"] = percentiles(decide_s)

@@ -93,11 +93,6 @@ class Decider:
 
         return Decision(model, "forced")
 
-    def decide(self, model: str, texts: Sequence[str]) -> list[Decision]:
-        """One decision per text: ``model``'s expert when it names one (the texts are not routed), else `route`."""
-        forced = self.forced(model)
-        return [forced] * len(texts) if forced is not None else self.route(texts)
-
     def route(self, texts: Sequence[str]) -> list[Decision]:
         """One routed decision per text."""
         for index, text in enumerate(texts):
