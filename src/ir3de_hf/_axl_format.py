@@ -4,8 +4,9 @@
 A ``torch.save`` dict: ``"A"`` a list of float32 ``(d+1, d+1)`` tensors and ``"b"`` a list of float32 ``(d+1,)``
 tensors, one per entry of ``"domain_tags"`` (and of ``"datasets_names"``), with ``"tokenizer"`` and ``"embedder"`` the
 Hub ids they were computed with. ``A = Σ x xᵀ`` and ``b = Σ x`` over every position of every batch (``x = [E[t], 1]``),
-EOS padding included. Files are read with ``torch.load(weights_only=True)`` only, which refuses pickled code; this
-module knows nothing of routers, so statistics and routers can both write the format.
+EOS padding included; float64 is read too, any other dtype is refused (see `_check_dtype`). Files are read with
+``torch.load(weights_only=True)`` only, which refuses pickled code; this module knows nothing of routers, so
+statistics and routers can both write the format.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 __all__ = ["AXLFile", "read_axl_file", "write_axl_file"]
 
 Moments = tuple[torch.Tensor, torch.Tensor]
+_MOMENT_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
@@ -75,6 +77,7 @@ def read_axl_file(path: str | os.PathLike[str]) -> AXLFile:
     width = b_list[0].shape[0] if b_list[0].ndim == 1 else -1
     moments = []
     for tag, a, b in zip(tags, a_list, b_list, strict=True):
+        _check_dtype(where, tag, a, b)
         if b.shape != (width,) or a.shape != (width, width):
             raise ValueError(
                 f"{where}: tag {tag!r} has A {tuple(a.shape)} and b {tuple(b.shape)}; every entry needs A (d+1, d+1) "
@@ -125,6 +128,24 @@ def write_axl_file(
         Path(staging).unlink(missing_ok=True)
         raise
     return target
+
+
+def _check_dtype(where: str, tag: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """The extractor sums ``A`` and ``b`` in float32 accumulators and saves them as such; float64 (more precise) is
+    read too. A half-precision file is refused rather than widened: widening is exact, but the rounding to 8 or 11
+    mantissa bits already happened, and the solve turns it into a different head. Integer tensors are not moments."""
+    for key, tensor in (("A", a), ("b", b)):
+        if tensor.dtype not in _MOMENT_DTYPES:
+            raise ValueError(
+                f"{where}: tag {tag!r} has {key} in {str(tensor.dtype).removeprefix('torch.')}, but IR3DE-AXL "
+                "statistics are float32 (the extractor's accumulators; float64 is read too): "
+                + (
+                    "half-precision moments have lost the digits the ridge solve needs. "
+                    if tensor.dtype.is_floating_point
+                    else "these are not summed float features. "
+                )
+                + "Extract the statistics again in float32 (or save the float32 accumulators)."
+            )
 
 
 def _strings(where: str, key: str, value: Any) -> list[str]:

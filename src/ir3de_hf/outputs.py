@@ -65,7 +65,8 @@ class NoEvidenceError(ValueError):
 
     def __init__(self, index: int) -> None:
         super().__init__(
-            f"Prompt {index} has no token the router can use (only special tokens); pass fallback_expert=..."
+            f"Prompt {index} has no token the router can use (empty, blank or only special tokens); pass "
+            "fallback_expert=..."
         )
         self.index = index
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .tokenization import checked_id_lists, encode_texts, pad_token_ids
+from .tokenization import checked_id_lists, encode_texts, is_blank, pad_token_ids
 
 __all__ = ["CHUNK_POSITIONS", "PromptBatch"]
 
@@ -44,16 +44,28 @@ class PromptBatch:
     ) -> PromptBatch:
         """Text (a string or a list of strings: tokenized without special tokens), lists of token ids, or a tensor
         of ids (B x L or L) with an optional attention mask. Text loses the special tokens beyond the ``vocab_size``
-        rows of the embedding table (see `encode_texts`)."""
+        rows of the embedding table (see `encode_texts`); a blank text (only whitespace or zero-width characters,
+        see `is_blank`) has no token, like an empty one. Any other type is a `TypeError`."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if isinstance(prompts, torch.Tensor):
+            if prompts.ndim == 0:
+                raise ValueError(
+                    f"A 0-d tensor ({prompts.item()!r}) is one number, not a prompt: give token ids as a (length,) or "
+                    "(batch, length) tensor, e.g. torch.tensor([[5]])."
+                )
             ids = prompts[None] if prompts.ndim == 1 else prompts
             mask = torch.as_tensor(attention_mask) if attention_mask is not None else None
             if mask is not None and mask.ndim == 1:
                 mask = mask[None]
             return cls(ids=ids, mask=mask)
-        if not isinstance(prompts, Sequence) or not prompts:
+        if not isinstance(prompts, Sequence) or isinstance(prompts, bytes | bytearray):
+            hint = " (decode bytes to str first)" if isinstance(prompts, bytes | bytearray) else ""
+            raise TypeError(
+                f"Prompts must be a string, a list of strings, lists of token ids or a tensor of ids, got a "
+                f"{type(prompts).__name__}{hint}."
+            )
+        if not prompts:
             raise ValueError(
                 "No prompts to route: give a string, a list of strings, lists of token ids or a tensor of ids."
             )
@@ -66,7 +78,8 @@ class PromptBatch:
                     "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
                     "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
                 )
-            return cls(rows=encode_texts(tokenizer, prompts, vocab_size))  # type: ignore[arg-type]
+            rows = encode_texts(tokenizer, prompts, vocab_size)  # type: ignore[arg-type]
+            return cls(rows=[[] if is_blank(text) else row for text, row in zip(prompts, rows, strict=True)])
         if any(texts):
             first = texts.index(False)
             raise TypeError(f"Prompt {first} is a {type(prompts[first]).__name__} among strings; give only strings.")

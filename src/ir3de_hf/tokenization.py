@@ -11,9 +11,25 @@ from typing import Any
 
 import torch
 
-__all__ = ["beyond_table_special_ids", "checked_id_lists", "encode_texts", "pad_token_ids", "vocabulary_fingerprint"]
+__all__ = [
+    "beyond_table_special_ids",
+    "checked_id_lists",
+    "encode_texts",
+    "is_blank",
+    "pad_token_ids",
+    "vocabulary_fingerprint",
+]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Characters that show nothing and are not whitespace to `str.isspace`: zero-width space, non-joiner and joiner, word
+# joiner, Mongolian vowel separator and the byte-order mark (zero-width no-break space).
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\u180e\ufeff"))
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, or only whitespace and zero-width characters. A byte-level tokenizer
+    turns ``"   "`` into real tokens, which vote like words; such a prompt has no evidence, like ``""``."""
+    return not text.translate(_ZERO_WIDTH).strip()
 
 
 def vocabulary_fingerprint(tokenizer: Any) -> str:

@@ -6,12 +6,14 @@
 2. counts the pre-tokenised train split of each domain with the paper's budget (1,000 batches of 16 x 1,024 tokens),
    on one process or many (``torchrun``: rows are sharded, int64 histograms summed, the result is identical); the
    router's encoder is the first expert's ``embed_tokens``;
-3. evaluates routing accuracy and routed perplexity on the test split, writes the router with a card holding the
-   numbers, the experts and the command;
+3. solves with the paper's settings (`PAPER_SETTINGS`: λ, majority vote, column normalisation, experts weighed by
+   token count, no naive-Bayes term), evaluates routing accuracy and routed perplexity on the test split, writes the
+   router with a card holding the settings, the numbers, the experts and the command;
 4. with ``--push-to ORG``, pushes the experts (``ORG/M2D2-Llama-115M-<domain>``) and the router (``ORG/ir3de-m2d2``),
    the router naming the experts by Hub id and commit.
 
-Unlike the authors' code, special tokens (EOS padding included) are neither counted nor vote (see the design notes).
+Unlike the authors' code, special tokens (EOS padding included) are neither counted nor vote; docs/m2d2.md lists every
+difference from the authors' pipeline.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ EXPERT_CONFIG = {  # the authors' LlamaWrapper(hidden_size=768, num_attention_he
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
 }
+
+
+# The authors' CLM router (gensyn-ai/IR3DE, utils/router_utils.py generate_router, strategy majority_voting): one
+# (A + λI) W = B solve with one-hot targets, so each domain weighs by its token count, column-normalised, no other
+# term. Set explicitly: the library's own defaults (balanced experts) are not the paper's. λ and the aggregation come
+# from --ridge-lambda and --aggregation, whose defaults are the paper's.
+PAPER_SETTINGS = {"normalize_columns": True, "balance_experts": False, "naive_bayes_weight": 0.0}
+CARD_SETTINGS = ("ridge_lambda", "aggregation", "normalize_columns", "balance_experts", "naive_bayes_weight")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -200,7 +210,8 @@ def _publish(
 ) -> None:
     """Saves the router with its card and ``results.json``; with ``--push-to``, pushes the router too."""
     router_repo = f"{args.push_to}/{args.router_name}" if args.push_to else None
-    card = _card(args, results["command"], evaluation, results["tokens"], results["train_rows"], router_repo)
+    settings = {key: getattr(router.config, key) for key in CARD_SETTINGS}
+    card = _card(args, results["command"], evaluation, results, settings, router_repo)
     router.save_pretrained(args.output / "router", card=card, copy_experts=False, overwrite=args.overwrite)
     watch.lap("save")
     _write_results(args.output, results)
@@ -298,7 +309,12 @@ def _router(args: argparse.Namespace, encoder: Path, encoder_id: str | None) -> 
     from ..modeling_ir3de import IR3DERouterModel
 
     return IR3DERouterModel.from_encoder(
-        encoder, encoder_id=encoder_id, ridge_lambda=args.ridge_lambda, aggregation=args.aggregation, top_k=args.top_k
+        encoder,
+        encoder_id=encoder_id,
+        ridge_lambda=args.ridge_lambda,
+        aggregation=args.aggregation,
+        top_k=args.top_k,
+        **PAPER_SETTINGS,
     )
 
 
@@ -323,8 +339,8 @@ def _card(
     args: argparse.Namespace,
     command: str,
     evaluation: RoutedEvaluation,
-    tokens: dict[str, int],
-    rows: dict[str, int],
+    results: dict[str, Any],
+    settings: dict[str, Any],
     repo_id: str | None,
 ) -> Any:
     from ..hub._locations import hub_id
@@ -337,10 +353,11 @@ def _card(
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
         test_batches=args.test_batches,
-        tokens=tokens,
-        rows=rows,
+        tokens=results["tokens"],
+        rows=results["train_rows"],
         evaluation=evaluation,
         command=command,
+        settings=settings,
     )
     dataset = hub_id(args.data)
     return CardInfo(

@@ -25,8 +25,10 @@ def recipe_section(
     rows: dict[str, int],
     evaluation: RoutedEvaluation,
     command: str,
+    settings: dict[str, object],
 ) -> str:
-    """Markdown for `CardInfo.sections`: how the router was built and what it scores, per domain."""
+    """Markdown for `CardInfo.sections`: how the router was built (budget and the routing ``settings`` of its config)
+    and what it scores, per domain."""
     repo = hub_id(experts_source)
     recall = evaluation.routing.recall
     domains = [
@@ -53,6 +55,7 @@ def recipe_section(
             domains=domains,
             normalized_performance=f"{evaluation.normalized_performance:.1f}",
             command=command,
+            settings=", ".join(f"`{key}={value!r}`" for key, value in settings.items()),
         )
         .strip()
     )
