@@ -77,7 +77,24 @@ ROUTE_CASES: list[tuple[str, Callable[[IR3DERouterModel], object], type[Exceptio
         ValueError,
         r"Text 0 is not valid Unicode.*position 4",
     ),
-    ("a dict", lambda r: r.route({"text": "def"}), ValueError, r"No prompts to route"),
+    # A dict is a wrong type like any other non-sequence (issue 23: it was a ValueError, "No prompts to route").
+    ("a dict", lambda r: r.route({"text": "def"}), TypeError, r"Prompts must be text .* got dict"),
+    (
+        "an int",
+        lambda r: r.route(123),
+        TypeError,
+        r"Prompts must be text \(a string or a list of strings\) .* got int",
+    ),
+    ("a float", lambda r: r.route(1.5), TypeError, r"token ids \(lists of ids or a tensor\), got float"),
+    ("None", lambda r: r.route(None), TypeError, r"got NoneType"),
+    ("bytes", lambda r: r.route(b"def main"), TypeError, r"got bytes \(decode bytes to str first\)"),
+    ("a set of strings", lambda r: r.route({"def", "return"}), TypeError, r"got set"),
+    (
+        "a 0-d tensor",
+        lambda r: r.route(torch.tensor(5)),
+        ValueError,
+        r"0-d tensor \(5\) is one number.*\(batch, length\)",
+    ),
     ("ragged ids with a mask", lambda r: r.route([[1, 2], [3]], [[1, 1], [1]]), ValueError, r"same \(padded\) length"),
 ]
 
@@ -192,6 +209,50 @@ def test_bad_input_is_refused_and_changes_nothing(router, case, call, error, mes
     with pytest.raises(error, match=message):
         call(router)
     _assert_unchanged(router, before)
+
+
+# ------------------------------------------------------------------------------------------------ blank prompts
+
+
+@pytest.fixture(scope="module")
+def byte_router(domain_texts) -> IR3DERouterModel:
+    """A router with a byte-level tokenizer (GPT-2 style, as SmolLM2's): unlike the word tokenizer, it turns spaces,
+    tabs and zero-width characters into real tokens, which vote."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    backend = Tokenizer(models.BPE(vocab={byte: i for i, byte in enumerate(sorted(alphabet))}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    router = IR3DERouterModel.from_encoder(torch.nn.Embedding.from_pretrained(torch.eye(len(alphabet))), tokenizer)
+    for name in ("code", "legal"):
+        router.add_expert(name, texts=domain_texts[name][:20])
+    return router
+
+
+BLANK = ["   ", "\n\t", "\u200b", "\u00a0\u3000\u200d", "\ufeff \r\n"]
+
+
+@pytest.mark.parametrize("prompt", BLANK, ids=lambda v: ascii(v))
+def test_a_blank_prompt_has_no_evidence_like_an_empty_one(byte_router, prompt):
+    """Whitespace and zero-width characters show nothing: the tokenizer gives them tokens, but the prompt routes like
+    ``""`` (no evidence, expert -1, uniform probabilities, not confident), and `decide` refuses it without a
+    fallback as it refuses the empty prompt."""
+    from ir3de_hf.outputs import NoEvidenceError, decide
+
+    assert byte_router.tokenizer(prompt, add_special_tokens=False)["input_ids"]  # tokens that would vote
+    before = _snapshot(byte_router)
+    routed, empty = byte_router.route([prompt, "def main ( ) : return 0"]), byte_router.route([""])
+    assert routed.no_evidence.tolist() == [True, False] and empty.no_evidence.tolist() == [True]
+    assert routed.expert_ids[0].item() == empty.expert_ids.item() == -1 and routed.expert_names[0] is None
+    assert routed.probabilities[0].tolist() == empty.probabilities[0].tolist() == [0.5, 0.5]
+    assert not routed.confident[0] and routed.expert_names[1] == "code"
+    with pytest.raises(NoEvidenceError, match=r"Prompt 0 has no token the router can use \(empty, blank"):
+        decide(routed, byte_router.expert_names)
+    assert decide(routed, byte_router.expert_names, fallback_expert="legal")[0].reason == "fallback"
+    _assert_unchanged(byte_router, before)
 
 
 # ------------------------------------------------------------------------------------------------ saving

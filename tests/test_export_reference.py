@@ -56,9 +56,9 @@ def test_an_exported_file_has_the_axl_layout_and_gives_a_peer_our_head(fitted, e
     torch.testing.assert_close(bias, ours_bias, rtol=0, atol=1e-6)
 
 
-def test_export_then_import_gives_the_same_head(fitted, domain_texts, tmp_path):
+def test_export_then_import_gives_the_same_head(fitted, expert_dir, domain_texts, tmp_path):
     export_reference(fitted, tmp_path / "router.pth")
-    imported = import_reference_router(tmp_path / "router.pth")
+    imported = import_reference_router(tmp_path / "router.pth", encoder=expert_dir)
 
     assert imported.expert_names == fitted.expert_names
     assert [spec.includes_padding for spec in imported.config.expert_specs] == [None] * 3
@@ -69,7 +69,7 @@ def test_export_then_import_gives_the_same_head(fitted, domain_texts, tmp_path):
     assert imported.route(prompts).expert_names == fitted.route(prompts).expert_names
 
 
-def test_shared_statistics_save_as_one_axl_entry(fitted, tmp_path):
+def test_shared_statistics_save_as_one_axl_entry(fitted, expert_dir, tmp_path):
     histogram = fitted.expert_statistics("legal")
     with pytest.raises(StatisticsError, match="pass embeddings="):
         histogram.save_reference(tmp_path / "legal.pth")
@@ -80,20 +80,21 @@ def test_shared_statistics_save_as_one_axl_entry(fitted, tmp_path):
     torch.testing.assert_close(content["A"][0], a_n.float(), rtol=1e-6, atol=1e-4)
     torch.testing.assert_close(content["b"][0], b_n.float(), rtol=1e-6, atol=1e-5)
 
-    moments_router = import_reference_router(tmp_path / "legal.pth")
+    moments_router = import_reference_router(tmp_path / "legal.pth", encoder=expert_dir)
     moments_router.expert_statistics("legal").save_reference(tmp_path / "again.pth")  # moments need no table
     again = torch.load(tmp_path / "again.pth", weights_only=True)
     assert torch.equal(again["A"][0], content["A"][0]) and torch.equal(again["b"][0], content["b"][0])
 
 
-def test_the_cli_imports_and_exports(fitted, tmp_path, capsys):
+def test_the_cli_imports_and_exports(fitted, expert_dir, tmp_path, capsys):
     fitted.save_pretrained(tmp_path / "router")
     assert main(["export-reference", str(tmp_path / "router"), "--output", str(tmp_path / "two.pth"),
                  "--expert", "code", "--expert", "docs"]) == 0  # fmt: skip
     assert "wrote 2 expert(s)" in capsys.readouterr().out
     assert torch.load(tmp_path / "two.pth", weights_only=True)["domain_tags"] == ["code", "docs"]
 
-    assert main(["import-reference", str(tmp_path / "two.pth"), "--output", str(tmp_path / "imported")]) == 0
+    assert main(["import-reference", str(tmp_path / "two.pth"), "--encoder", str(expert_dir),
+                 "--output", str(tmp_path / "imported")]) == 0  # fmt: skip
     assert "imported 2 expert(s) (code, docs)" in capsys.readouterr().out
     imported = IR3DERouterModel.from_pretrained(tmp_path / "imported")
     assert imported.expert_names == ["code", "docs"]

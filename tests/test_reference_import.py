@@ -104,9 +104,11 @@ def windows(tokenizer, domain_texts, count: int, length: int, seed: int = 0) -> 
     return picked
 
 
-def test_axl_files_import_as_the_exact_float64_solve_with_identical_decisions(axl_dir, word_tokenizer, domain_texts):
+def test_axl_files_import_as_the_exact_float64_solve_with_identical_decisions(
+    axl_dir, expert_dir, word_tokenizer, domain_texts
+):
     paths = sorted(axl_dir.glob("*.pth"))
-    router = import_reference_router(paths, aggregation="majority_vote")
+    router = import_reference_router(paths, encoder=expert_dir, aggregation="majority_vote")
 
     tags, weight, bias = peer_head(paths)
     assert router.expert_names == tags == ["coding", "legal", "docs"]
@@ -125,22 +127,22 @@ def test_axl_files_import_as_the_exact_float64_solve_with_identical_decisions(ax
     assert len(set(expected)) == 3
 
 
-def test_sources_are_files_globs_directories_or_a_hub_repository(axl_dir, hub, monkeypatch):
+def test_sources_are_files_globs_directories_or_a_hub_repository(axl_dir, expert_dir, hub, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
-    first = import_reference_router(axl_dir)
+    first = import_reference_router(axl_dir, encoder=expert_dir)
     assert first.expert_names == ["coding", "legal", "docs"]
-    by_glob = import_reference_router(str(axl_dir / "tiny_code_*.pth"))
+    by_glob = import_reference_router(str(axl_dir / "tiny_code_*.pth"), encoder=expert_dir)
     assert by_glob.expert_names == ["coding"]
     assert torch.equal(by_glob.store.moments("coding")[0], first.store.moments("coding")[0])
-    assert import_reference_router(axl_dir, include="*legal*").expert_names == ["legal", "docs"]
+    assert import_reference_router(axl_dir, encoder=expert_dir, include="*legal*").expert_names == ["legal", "docs"]
 
     HfApi().create_repo("paper/ir3de-stats")
     HfApi().upload_folder(repo_id="paper/ir3de-stats", folder_path=axl_dir, allow_patterns=["*.pth"])
-    from_hub = import_reference_router("paper/ir3de-stats")
+    from_hub = import_reference_router("paper/ir3de-stats", encoder=expert_dir)
     torch.testing.assert_close(from_hub.ridge_solution(), first.ridge_solution(), rtol=0, atol=0)
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # the HF cache alone now
-    offline = import_reference_router("paper/ir3de-stats")
+    offline = import_reference_router("paper/ir3de-stats", encoder=expert_dir)
     assert offline.expert_names == ["coding", "legal", "docs"]
     with pytest.raises(ValueError, match="not in the HF cache"):
         import_reference_router("paper/never-downloaded")
@@ -150,13 +152,15 @@ def test_single_tensors_and_column_b_are_unwrapped(tmp_path, axl_dir, expert_dir
     content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
     content["A"], content["b"] = content["A"][0], content["b"][0][:, None]  # a tensor, not a list; b as (d+1, 1)
     torch.save(content, tmp_path / "unwrapped.pth")
-    unwrapped = import_reference_router(tmp_path / "unwrapped.pth")
-    listed = import_reference_router(axl_dir / "tiny_code_a.pth")
+    unwrapped = import_reference_router(tmp_path / "unwrapped.pth", encoder=expert_dir)
+    listed = import_reference_router(axl_dir / "tiny_code_a.pth", encoder=expert_dir)
     assert torch.equal(unwrapped.store.moments("coding")[1], listed.store.moments("coding")[1])
 
 
-def test_imported_experts_keep_includes_padding_through_save_load_and_cards(axl_dir, domain_texts, tmp_path):
-    router = import_reference_router(axl_dir)
+def test_imported_experts_keep_includes_padding_through_save_load_and_cards(
+    axl_dir, expert_dir, domain_texts, tmp_path
+):
+    router = import_reference_router(axl_dir, encoder=expert_dir)
     router.add_expert("extra", texts=domain_texts["code"][:5])
     router.save_pretrained(tmp_path / "saved")
 
@@ -223,13 +227,13 @@ def test_missing_sources_and_mixed_embedders_are_refused(tmp_path, axl_dir):
         load_reference_statistics([axl_dir / "tiny_code_b.pth", tmp_path / "other.pth"])
 
 
-def test_an_encoder_other_than_the_files_embedder_is_refused(axl_dir, expert_dirs, tmp_path):
+def test_an_encoder_other_than_the_files_embedder_is_refused(axl_dir, expert_dir, expert_dirs, tmp_path):
     with pytest.raises(ValueError, match="not 'org/other-model'"):
         import_reference_router(axl_dir, encoder=expert_dirs["twin"], encoder_id="org/other-model")
     with pytest.raises(ValueError, match=r"counted with the tokenizer .*, not 'org/other-tokenizer'"):
-        import_reference_router(axl_dir, tokenizer="org/other-tokenizer")
+        import_reference_router(axl_dir, encoder=expert_dir, tokenizer="org/other-tokenizer")
     content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
     content["A"], content["b"] = [content["A"][0][1:, 1:]], [content["b"][0][1:]]  # d = 31 instead of 32
     torch.save(content, tmp_path / "narrow.pth")
     with pytest.raises(ValueError, match=r"moments of width 32 \(d\+1\) but the encoder's embeddings have d = 32"):
-        import_reference_router(tmp_path / "narrow.pth")
+        import_reference_router(tmp_path / "narrow.pth", encoder=expert_dir)

@@ -62,7 +62,7 @@ class PromptBatch:
         if not isinstance(prompts, Sequence) or isinstance(prompts, bytes | bytearray):
             hint = " (decode bytes to str first)" if isinstance(prompts, bytes | bytearray) else ""
             raise TypeError(
-                f"Prompts must be a string, a list of strings, lists of token ids or a tensor of ids, got a "
+                "Prompts must be text (a string or a list of strings) or token ids (lists of ids or a tensor), got "
                 f"{type(prompts).__name__}{hint}."
             )
         if not prompts:
