@@ -245,6 +245,7 @@ def test_a_blank_prompt_has_no_evidence_like_an_empty_one(byte_router, prompt):
     assert byte_router.tokenizer(prompt, add_special_tokens=False)["input_ids"]  # tokens that would vote
     before = _snapshot(byte_router)
     routed, empty = byte_router.route([prompt, "def main ( ) : return 0"]), byte_router.route([""])
+    assert byte_router.route(prompt).no_evidence.tolist() == [True]  # one string, as route("   ")
     assert routed.no_evidence.tolist() == [True, False] and empty.no_evidence.tolist() == [True]
     assert routed.expert_ids[0].item() == empty.expert_ids.item() == -1 and routed.expert_names[0] is None
     assert routed.probabilities[0].tolist() == empty.probabilities[0].tolist() == [0.5, 0.5]

@@ -8,6 +8,7 @@ saved as lists), never by our exporter.
 from __future__ import annotations
 
 import fractions
+import hashlib
 import json
 import random
 
@@ -237,3 +238,199 @@ def test_an_encoder_other_than_the_files_embedder_is_refused(axl_dir, expert_dir
     torch.save(content, tmp_path / "narrow.pth")
     with pytest.raises(ValueError, match=r"moments of width 32 \(d\+1\) but the encoder's embeddings have d = 32"):
         import_reference_router(tmp_path / "narrow.pth", encoder=expert_dir)
+
+
+# ------------------------------------------------------------------------------------------------ issue 23
+
+
+def _digest(directory) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.glob("*.pth"))}
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "message"),
+    [
+        ((torch.bfloat16, torch.bfloat16), r"has A in bfloat16, .*float32.*half-precision moments have lost"),
+        ((torch.float16, torch.float32), r"has A in float16, .*half-precision"),
+        ((torch.float32, torch.bfloat16), r"has b in bfloat16"),
+        ((torch.int64, torch.int64), r"has A in int64, .*not summed float features"),
+        ((torch.float32, torch.int32), r"has b in int32"),
+    ],
+    ids=["bf16", "fp16 A", "bf16 b", "int64", "int32 b"],
+)
+def test_axl_files_in_other_dtypes_than_float32_are_refused(axl_dir, expert_dir, tmp_path, dtypes, message):
+    """The extractor saves float32 accumulators; a file cast to half precision (or to integers) would give another
+    head, so it is refused, naming the tag and what to do. The files are written here with torch.save."""
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["A"], content["b"] = [content["A"][0].to(dtypes[0])], [content["b"][0].to(dtypes[1])]
+    folder = tmp_path / "cast"
+    folder.mkdir()
+    torch.save(content, folder / "cast.pth")
+    before = _digest(folder)
+    with pytest.raises(ValueError, match=message) as raised:
+        import_reference_router(folder, encoder=expert_dir)
+    assert "tag 'coding'" in str(raised.value) and "Extract the statistics again in float32" in str(raised.value)
+    assert _digest(folder) == before
+
+
+def test_float64_axl_files_are_read_exactly(axl_dir, expert_dir, tmp_path):
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["A"], content["b"] = [content["A"][0].double()], [content["b"][0].double()]
+    torch.save(content, tmp_path / "double.pth")
+    double = import_reference_router(tmp_path / "double.pth", encoder=expert_dir)
+    single = import_reference_router(axl_dir / "tiny_code_a.pth", encoder=expert_dir)
+    assert all(
+        torch.equal(x, y) for x, y in zip(double.store.moments("coding"), single.store.moments("coding"), strict=True)
+    )
+
+
+def test_import_sets_naive_bayes_weight_to_zero_with_a_warning(axl_dir, expert_dir, domain_texts):
+    """Imported experts hold moments only, so the naive-Bayes term adds nothing: the config says 0 (what routing
+    does), and a warning says why and how to get the term back."""
+    with pytest.warns(UserWarning, match=r"naive_bayes_weight=0\.1 is set to 0: .*moments .*update_expert"):
+        imported = import_reference_router(axl_dir, encoder=expert_dir, naive_bayes_weight=0.1)
+    assert imported.config.naive_bayes_weight == 0.0
+    plain = import_reference_router(axl_dir, encoder=expert_dir)
+    prompts = [text for texts in domain_texts.values() for text in texts[:4]]
+    assert torch.equal(imported.route(prompts).logits, plain.route(prompts).logits)
+    plain.config.naive_bayes_weight = 0.1  # the term has no counts to use: routing is the same, as the config says
+    assert torch.equal(plain.route(prompts).logits, imported.route(prompts).logits)
+
+
+def test_exporting_a_router_with_the_naive_bayes_term_warns(expert_dir, domain_texts, tmp_path):
+    from ir3de_hf.reference_import import export_reference
+
+    router = IR3DERouterModel.from_encoder(expert_dir, naive_bayes_weight=0.1)
+    for name in ("code", "legal"):
+        router.add_expert(name, texts=domain_texts[name][:10])
+    with pytest.warns(UserWarning, match=r"naive_bayes_weight=0\.1, but an AXL file holds moments only"):
+        export_reference(router, tmp_path / "nb.pth")
+    assert torch.load(tmp_path / "nb.pth", weights_only=True)["domain_tags"] == ["code", "legal"]
+
+
+def _naming(axl_dir, tmp_path, embedder: str):
+    """The code file of `axl_dir` with another ``embedder`` (and tokenizer), as a file of its own folder."""
+    content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
+    content["embedder"] = content["tokenizer"] = embedder
+    folder = tmp_path / "named"
+    folder.mkdir(exist_ok=True)
+    torch.save(content, folder / "code.pth")
+    return folder
+
+
+def _snapshot_of(expert_dir, root, repo: str):
+    """A copy of `expert_dir` laid out as an HF-cache snapshot of ``repo``."""
+    import shutil
+
+    folder = root / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abcd"
+    shutil.copytree(expert_dir, folder)
+    return folder
+
+
+IDENTITY_CASES = [
+    (
+        "a file naming a local path, no encoder=",
+        lambda d, t, e, x: ((d,), {}),
+        r"names its embedder by the local path .* never chooses which local folder is read\. Pass encoder=",
+    ),
+    (
+        "another model's folder, no encoder_id",
+        lambda d, t, e, x: ((d,), {"encoder": x["twin"]}),
+        r"The encoder '.*twin' is not a copy of '.*tiny-expert0'.*differs from the folder",
+    ),
+    (
+        "another model's folder confirmed by encoder_id",
+        lambda d, t, e, x: ((d,), {"encoder": x["twin"], "encoder_id": str(e)}),
+        r"is not a copy of .*its embedding table [0-9a-f]{12}… \(\d+, 32\) differs",
+    ),
+    (
+        "a folder that names nothing, embedder not here",
+        lambda d, t, e, x: ((_naming(d, t, "org/tiny-llama"),), {"encoder": x["twin"]}),
+        r"Cannot tell whether the encoder .*twin' is a copy of 'org/tiny-llama'.*encoder_id='org/tiny-llama'",
+    ),
+    (
+        "an HF-cache snapshot of another repository",
+        lambda d, t, e, x: (
+            (_naming(d, t, "org/tiny-llama"),),
+            {"encoder": _snapshot_of(e, t, "org/other-llama"), "encoder_id": "org/tiny-llama"},
+        ),
+        r"summed over the embeddings of 'org/tiny-llama', not 'org/other-llama' \(.* is a snapshot of it in the HF",
+    ),
+    (
+        "a loaded model named after another repository",
+        lambda d, t, e, x: ((_naming(d, t, "org/tiny-llama"),), {"encoder": _named_model(e, "org/other-llama")}),
+        r"not 'org/other-llama' \(the model's config\.name_or_path\)",
+    ),
+    (
+        "a Hub-id encoder other than the files'",
+        lambda d, t, e, x: ((_naming(d, t, "org/tiny-llama"),), {"encoder": "org/other-llama"}),
+        r"summed over the embeddings of 'org/tiny-llama', not 'org/other-llama'",
+    ),
+]
+
+
+def _named_model(expert_dir, name: str):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(expert_dir)
+    model.config.name_or_path = name
+    return model
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments", "message"), IDENTITY_CASES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_an_encoder_that_is_not_the_files_embedder_is_refused(
+    axl_dir, expert_dir, expert_dirs, tmp_path, case, arguments, message
+):
+    sources, keywords = arguments(axl_dir, tmp_path, expert_dir, expert_dirs)
+    before = {str(folder): _digest(folder) for folder in (axl_dir, *sources)}
+    with pytest.raises(ValueError, match=message):
+        import_reference_router(*sources, **keywords)
+    assert {str(folder): _digest(folder) for folder in (axl_dir, *sources)} == before
+
+
+def test_a_copy_of_the_embedder_is_accepted_by_its_table_or_by_encoder_id(axl_dir, expert_dir, expert_dirs, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(expert_dir, tmp_path / "copy")  # another folder with the very same table
+    by_table = import_reference_router(axl_dir, encoder=copy)
+    assert by_table.config.encoder == str(expert_dir)  # the files' embedder is recorded, not this copy's path
+    same = import_reference_router(axl_dir, encoder=expert_dir)
+    assert torch.equal(by_table.ridge_solution()[0], same.ridge_solution()[0])
+
+    named = _naming(axl_dir, tmp_path, "org/tiny-llama")
+    confirmed = import_reference_router(named, encoder=copy, encoder_id="org/tiny-llama")
+    assert confirmed.config.encoder == "org/tiny-llama"
+    snapshot = _snapshot_of(expert_dir, tmp_path / "cache", "org/tiny-llama")
+    assert import_reference_router(named, encoder=snapshot).config.encoder == "org/tiny-llama"
+
+
+def test_a_hub_embedder_in_the_hf_cache_is_compared_table_to_table(axl_dir, expert_dir, expert_dirs, hub, tmp_path):
+    """With the files' embedder in the HF cache, a local folder must have its exact table, encoder_id or not; nothing
+    is downloaded for the comparison."""
+    from huggingface_hub import snapshot_download
+
+    HfApi().create_repo("org/tiny-llama")
+    HfApi().upload_folder(repo_id="org/tiny-llama", folder_path=expert_dir)
+    snapshot_download("org/tiny-llama")
+    named = _naming(axl_dir, tmp_path, "org/tiny-llama")
+    with pytest.raises(ValueError, match=r"twin' is not a copy of 'org/tiny-llama'.*'org/tiny-llama' in the HF cache"):
+        import_reference_router(named, encoder=expert_dirs["twin"], encoder_id="org/tiny-llama")
+    router = import_reference_router(named, encoder=expert_dir)  # no encoder_id: the cached table says it is
+    assert router.config.encoder == "org/tiny-llama"
+
+
+def test_a_folder_in_the_working_directory_named_like_the_embedder_is_not_read(
+    axl_dir, expert_dir, tmp_path, monkeypatch
+):
+    """``org/tiny-llama`` in the files must not pick ``./org/tiny-llama`` here: without encoder= it is refused; with
+    encoder= naming that folder, the user chose it."""
+    import shutil
+
+    named = _naming(axl_dir, tmp_path, "org/tiny-llama")
+    shutil.copytree(expert_dir, tmp_path / "org" / "tiny-llama")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"names its embedder by the local path 'org/tiny-llama'"):
+        import_reference_router(named)
+    assert import_reference_router(named, encoder="org/tiny-llama").config.encoder == "org/tiny-llama"
