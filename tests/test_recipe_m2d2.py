@@ -159,6 +159,7 @@ def test_recipe_converts_counts_evaluates_and_pushes_through_the_hub(hub, standi
     for index, domain in enumerate(DOMAINS):
         assert torch.equal(router.expert_counts[index], _expected_histogram(standins, domain))
     assert router.config.aggregation == "majority_vote" and router.config.ridge_lambda == 1e-2
+    assert not router.config.balance_experts and router.config.naive_bayes_weight == 0.0  # the paper's, explicit
 
     # (c) accuracy and perplexities, checked against the original models on the first 2 batches of test rows.
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -280,3 +281,47 @@ def test_bad_inputs_are_one_line_errors(standins, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         recipe_main(["--data", "x", "--output", str(tmp_path / "d"), "--batches", "0"])
     assert exit_info.value.code == 2
+
+
+def test_the_recipe_routes_with_the_papers_settings_and_its_card_says_so(expert_dir, tmp_path):
+    """The authors' CLM router (gensyn-ai/IR3DE utils/router_utils.py): λ = 1e-2, majority vote over every token,
+    one solve with one-hot targets (each domain weighs by its token count), columns normalised, nothing else. The
+    library's defaults differ (balanced experts), so the recipe sets each one, and its card lists them."""
+    from ir3de_hf.evaluation import routing_report
+    from ir3de_hf.recipes.m2d2 import CARD_SETTINGS, _router, build_parser
+    from ir3de_hf.recipes.m2d2_card import recipe_section
+    from ir3de_hf.recipes.routed_evaluation import RoutedEvaluation
+
+    args = build_parser().parse_args(["--data", "x", "--output", str(tmp_path)])
+    config = _router(args, expert_dir, None).config
+    paper = {
+        "ridge_lambda": 1e-2,
+        "aggregation": "majority_vote",
+        "normalize_columns": True,
+        "balance_experts": False,
+        "naive_bayes_weight": 0.0,
+    }
+    assert {key: getattr(config, key) for key in CARD_SETTINGS} == paper
+
+    perplexities = {"code": 2.0, "legal": 3.0}
+    rows = {"code": 1, "legal": 1}
+    evaluation = RoutedEvaluation(
+        routing_report(["code", "legal"], ["code", "legal"]), perplexities, perplexities, 100.0, rows, rows
+    )
+    section = recipe_section(
+        experts_source="Erosinho/M2D2-Llama-115M-fixed-attn-experts",
+        batches=1000,
+        batch_size=16,
+        sequence_length=1024,
+        test_batches=16,
+        tokens={"code": 10, "legal": 12},
+        rows=rows,
+        evaluation=evaluation,
+        command="ir3de recipe m2d2 ...",
+        settings=paper,
+    )
+    assert (
+        "`ridge_lambda=0.01`, `aggregation='majority_vote'`, `normalize_columns=True`, `balance_experts=False`, "
+        "`naive_bayes_weight=0.0`"
+    ) in " ".join(section.split())
+    assert "docs/m2d2.md" in section
