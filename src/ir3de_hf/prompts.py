@@ -78,8 +78,9 @@ class PromptBatch:
                     "This router has no tokenizer, which is needed to route text. Pass tokenizer= to "
                     "IR3DERouterModel.from_encoder(...), set router.tokenizer, or give token ids instead of text."
                 )
-            rows = encode_texts(tokenizer, prompts, vocab_size)  # type: ignore[arg-type]
-            return cls(rows=[[] if is_blank(text) else row for text, row in zip(prompts, rows, strict=True)])
+            strings: list[str] = list(prompts)  # type: ignore[arg-type]
+            rows = encode_texts(tokenizer, strings, vocab_size)
+            return cls(rows=[[] if is_blank(text) else row for text, row in zip(strings, rows, strict=True)])
         if any(texts):
             first = texts.index(False)
             raise TypeError(f"Prompt {first} is a {type(prompts[first]).__name__} among strings; give only strings.")
