@@ -295,6 +295,8 @@ def test_import_sets_naive_bayes_weight_to_zero_with_a_warning(axl_dir, expert_d
     assert torch.equal(imported.route(prompts).logits, plain.route(prompts).logits)
     plain.config.naive_bayes_weight = 0.1  # the term has no counts to use: routing is the same, as the config says
     assert torch.equal(plain.route(prompts).logits, imported.route(prompts).logits)
+    with pytest.raises(ValueError, match=r"naive_bayes_weight"):  # an invalid value is still the config's error
+        import_reference_router(axl_dir, encoder=expert_dir, naive_bayes_weight=-1)
 
 
 def test_exporting_a_router_with_the_naive_bayes_term_warns(expert_dir, domain_texts, tmp_path):
@@ -308,10 +310,11 @@ def test_exporting_a_router_with_the_naive_bayes_term_warns(expert_dir, domain_t
     assert torch.load(tmp_path / "nb.pth", weights_only=True)["domain_tags"] == ["code", "legal"]
 
 
-def _naming(axl_dir, tmp_path, embedder: str):
-    """The code file of `axl_dir` with another ``embedder`` (and tokenizer), as a file of its own folder."""
+def _naming(axl_dir, tmp_path, embedder: str, tokenizer: str | None = None):
+    """The code file of `axl_dir` with another ``embedder`` (and ``tokenizer``, by default the same), as a file of
+    its own folder."""
     content = torch.load(axl_dir / "tiny_code_a.pth", weights_only=True)
-    content["embedder"] = content["tokenizer"] = embedder
+    content["embedder"], content["tokenizer"] = embedder, tokenizer or embedder
     folder = tmp_path / "named"
     folder.mkdir(exist_ok=True)
     torch.save(content, folder / "code.pth")
@@ -360,6 +363,11 @@ IDENTITY_CASES = [
         "a loaded model named after another repository",
         lambda d, t, e, x: ((_naming(d, t, "org/tiny-llama"),), {"encoder": _named_model(e, "org/other-llama")}),
         r"not 'org/other-llama' \(the model's config\.name_or_path\)",
+    ),
+    (
+        "a file naming its tokenizer by a local path",
+        lambda d, t, e, x: ((_naming(d, t, str(e), tokenizer=str(t / "elsewhere")),), {"encoder": e}),
+        r"names its tokenizer by the local path '.*elsewhere'.*Pass tokenizer= yourself",
     ),
     (
         "a Hub-id encoder other than the files'",

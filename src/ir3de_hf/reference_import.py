@@ -157,10 +157,14 @@ def import_reference_router(
         ValueError: unreadable or inconsistent files, or an encoder other than the one the files name.
     """
     config_kwargs.setdefault("balance_experts", False)
-    _without_naive_bayes(config_kwargs)
     statistics = load_reference_statistics(sources, include=include, revision=revision)
     source, recorded, tie = _encoder(statistics, encoder, encoder_id)
     if tokenizer is None and statistics.tokenizer not in (None, statistics.embedder):
+        if isinstance(local_path_or_hub_id(statistics.tokenizer), Path):  # as for the embedder: never the file's pick
+            raise ValueError(
+                f"{statistics.files[0]!r} names its tokenizer by the local path {statistics.tokenizer!r}, not by a "
+                "Hub id: a statistics file never chooses which local folder is read. Pass tokenizer= yourself."
+            )
         tokenizer = statistics.tokenizer
     named = local_path_or_hub_id(tokenizer) if isinstance(tokenizer, str) else None
     if isinstance(named, str) and statistics.tokenizer is not None and named != statistics.tokenizer:
@@ -176,6 +180,7 @@ def import_reference_router(
             f"embeddings have d = {router.config.hidden_size}: they were computed with another embedder."
         )
     _check_table(statistics, source, router.embed_tokens.weight, tie)
+    _without_naive_bayes(router)
     for tag, moments, datasets, padding in zip(
         statistics.tags, statistics.moments, statistics.datasets, statistics.includes_padding, strict=True
     ):
@@ -184,10 +189,10 @@ def import_reference_router(
     return router
 
 
-def _without_naive_bayes(config_kwargs: dict[str, Any]) -> None:
-    """Sets ``naive_bayes_weight`` to 0, warning when another value was asked for: the term needs each expert's token
-    counts and imported experts hold moments only, so the config says what routing does."""
-    asked = config_kwargs.get("naive_bayes_weight", 0)
+def _without_naive_bayes(router: IR3DERouterModel) -> None:
+    """Sets ``naive_bayes_weight`` to 0, warning when another (valid) value was asked for: the term needs each
+    expert's token counts and imported experts hold moments only, so the config says what routing does."""
+    asked = router.config.naive_bayes_weight
     if asked:
         warnings.warn(
             f"naive_bayes_weight={asked} is set to 0: imported IR3DE-AXL experts hold moments (A_n, b_n) only, and "
@@ -197,7 +202,7 @@ def _without_naive_bayes(config_kwargs: dict[str, Any]) -> None:
             UserWarning,
             stacklevel=3,
         )
-    config_kwargs["naive_bayes_weight"] = 0.0
+    router.config.naive_bayes_weight = 0.0
 
 
 def export_reference(
@@ -257,8 +262,8 @@ def _encoder(
         if isinstance(local_path_or_hub_id(embedder), Path):
             raise ValueError(
                 f"{statistics.files[0]!r} names its embedder by the local path {embedder!r}, not by a Hub id: a "
-                "statistics file never chooses which local folder is read. Pass encoder= yourself (that folder, or "
-                "a copy of the embedder with encoder_id=)."
+                "statistics file never chooses which local folder is read. Pass encoder= (--encoder) yourself: that "
+                "folder, or a copy of the embedder with encoder_id= (--encoder-id)."
             )
         return embedder, embedder, "named"
     if embedder is None:
@@ -327,7 +332,8 @@ def _check_table(statistics: ReferenceStatistics, encoder: object, table: torch.
         raise ValueError(
             f"Cannot tell whether the encoder {label} is a copy of {embedder!r}, the embedder the statistics were "
             f"summed over: it names no Hub id, and {embedder!r} is not on this machine to compare tables with. "
-            f"Pass encoder_id={embedder!r} to confirm it is (the router records that id), or encoder={embedder!r}."
+            f"Pass encoder_id={embedder!r} (--encoder-id) to confirm it is (the router records that id), or "
+            f"encoder={embedder!r}."
         )
 
 
