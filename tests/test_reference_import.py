@@ -385,9 +385,7 @@ def _named_model(expert_dir, name: str):
     return model
 
 
-@pytest.mark.parametrize(
-    ("case", "arguments", "message"), IDENTITY_CASES, ids=lambda v: v if isinstance(v, str) else ""
-)
+@pytest.mark.parametrize(("case", "arguments", "message"), IDENTITY_CASES, ids=[case[0] for case in IDENTITY_CASES])
 def test_an_encoder_that_is_not_the_files_embedder_is_refused(
     axl_dir, expert_dir, expert_dirs, tmp_path, case, arguments, message
 ):
