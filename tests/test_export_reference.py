@@ -96,6 +96,11 @@ def test_the_cli_imports_and_exports(fitted, expert_dir, tmp_path, capsys):
     assert main(["import-reference", str(tmp_path / "two.pth"), "--encoder", str(expert_dir),
                  "--output", str(tmp_path / "imported")]) == 0  # fmt: skip
     assert "imported 2 expert(s) (code, docs)" in capsys.readouterr().out
+    # The file names its embedder by a local path: without --encoder that folder is not read on the file's word.
+    assert main(["import-reference", str(tmp_path / "two.pth"), "--output", str(tmp_path / "unread")]) == 1
+    error = capsys.readouterr().err
+    assert "names its embedder by the local path" in error and "--encoder" in error and error.count("\n") == 1
+    assert not (tmp_path / "unread").exists()
     imported = IR3DERouterModel.from_pretrained(tmp_path / "imported")
     assert imported.expert_names == ["code", "docs"]
 
