@@ -103,12 +103,12 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             parsed = schema.model_validate(data)
         except ValidationError as error:
             raise ServeError(422, _validation_message(error), param=_validation_param(error)) from error
-        where = invalid_number(data)  # in a field the schema does not check, forwarded to remote experts
-        if where is not None:
+        number = invalid_number(data)  # in a field the schema does not check, forwarded to remote experts
+        if number is not None:
             raise ServeError(
                 422,
-                f"Invalid request: {where} is NaN or infinite, which JSON has no place for; send a finite number.",
-                param=where,
+                f"Invalid request: {number} is NaN or infinite, which JSON has no place for; send a finite number.",
+                param=number,
             )
         return data, parsed
 

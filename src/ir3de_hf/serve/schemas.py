@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ChatMessage",
@@ -27,13 +38,29 @@ __all__ = [
 ]
 
 
+def _either(kinds: str) -> WrapValidator:
+    """One error for a field that takes several shapes ("should be a string or a list of strings"), instead of
+    pydantic's one per shape, each named by a type (``prompt.list[str].0``)."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            raise PydanticCustomError("wrong_type", "Input should be " + kinds) from error
+
+    return WrapValidator(check)
+
+
+_TextOrTexts = Annotated[str | list[str], _either("a string or a list of strings")]
+
+
 class ChatMessage(BaseModel):
     """One turn; ``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts (joined)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[dict[str, Any]] | None, _either("a string, a list of content parts or null")] = None
 
     @property
     def text(self) -> str:
@@ -76,7 +103,7 @@ class GenerationRequest(BaseModel):
     frequency_penalty: float | None = None
     stream: bool = False
     n: int = 1
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, _either("a string, a list of strings or null")] = None
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty")
     @classmethod
@@ -110,7 +137,7 @@ class ChatRequest(GenerationRequest):
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str | list[str]
+    prompt: _TextOrTexts
 
     @field_validator("prompt")
     @classmethod
@@ -134,7 +161,7 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    input: str | list[str] | None = None
+    input: _TextOrTexts | None = None
     messages: list[ChatMessage] | None = None
 
     @model_validator(mode="after")
