@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -332,3 +334,71 @@ def test_start_up_says_where_it_serves_and_warns_when_open(router_dir, arguments
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------------- ir3de demo
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_ir3de_demo_stops_the_space_app_and_frees_its_port(router_dir, tmp_path, stop):
+    port = free_port()
+    env = {
+        **os.environ,
+        "IR3DE_ROUTER": str(router_dir),  # the tiny router: the fastest real start of the Space app
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_TEMP_DIR": str(tmp_path),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ir3de_hf", "demo"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, "ir3de demo exited before serving"
+            assert time.monotonic() < deadline, "the Space app did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        started = time.monotonic()
+        tree = {process.pid, *_descendants(process.pid)}
+        process.send_signal(stop)
+        process.wait(timeout=15)
+        while any(_alive(pid) for pid in tree) and time.monotonic() < started + 15:
+            time.sleep(0.1)
+        assert not [pid for pid in tree if _alive(pid)], "a process of ir3de demo is still running"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        if process.poll() is None:
+            process.kill()
