@@ -363,6 +363,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # starts Gradio twice
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopping_ir3de_demo_stops_the_space_app_and_frees_its_port(router_dir, tmp_path, stop):
@@ -378,6 +379,7 @@ def test_stopping_ir3de_demo_stops_the_space_app_and_frees_its_port(router_dir, 
     process = subprocess.Popen(
         [sys.executable, "-m", "ir3de_hf", "demo"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
+    tree = {process.pid}
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -389,7 +391,7 @@ def test_stopping_ir3de_demo_stops_the_space_app_and_frees_its_port(router_dir, 
             except httpx.TransportError:
                 time.sleep(0.5)
         started = time.monotonic()
-        tree = {process.pid, *_descendants(process.pid)}
+        tree |= _descendants(process.pid)
         process.send_signal(stop)
         process.wait(timeout=15)
         while any(_alive(pid) for pid in tree) and time.monotonic() < started + 15:
@@ -399,6 +401,8 @@ def test_stopping_ir3de_demo_stops_the_space_app_and_frees_its_port(router_dir, 
             httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))  # the port is free again
-    finally:
-        if process.poll() is None:
-            process.kill()
+    finally:  # what a failed run left serving
+        for pid in tree:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=15)
