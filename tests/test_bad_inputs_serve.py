@@ -47,34 +47,77 @@ def _user(content: str) -> str:
 
 # (id, endpoint, fields replaced by raw JSON text, the field named as param, words of the message)
 TYPE_CASES = [
-    ("max_tokens true", "chat", {"max_tokens": "true"}, "max_tokens", "should be a valid integer (got true)"),
-    ("max_tokens a string", "chat", {"max_tokens": '"3"'}, "max_tokens", 'should be a valid integer (got "3")'),
-    ("max_tokens a float", "chat", {"max_tokens": "2.0"}, "max_tokens", "should be a valid integer (got 2.0)"),
-    ("text max_tokens a string", "text", {"max_tokens": '"3"'}, "max_tokens", 'should be a valid integer (got "3")'),
-    ("max_completion_tokens a string", "chat", {"max_completion_tokens": '"4"'}, "max_completion_tokens", "should be"),
-    ("stream yes", "chat", {"stream": '"yes"'}, "stream", 'should be a valid boolean (got "yes")'),
-    ("stream 1", "chat", {"stream": "1"}, "stream", "should be a valid boolean (got 1)"),
-    ("text stream a string", "text", {"stream": '"true"'}, "stream", 'should be a valid boolean (got "true")'),
-    ("temperature a string", "chat", {"temperature": '"0.5"'}, "temperature", 'should be a valid number (got "0.5")'),
-    ("top_p a string", "text", {"top_p": '"1"'}, "top_p", 'should be a valid number (got "1")'),
-    ("presence_penalty a bool", "chat", {"presence_penalty": "false"}, "presence_penalty", "should be a valid number"),
-    ("n a float", "chat", {"n": "1.5"}, "n", "should be a valid integer (got 1.5)"),
-    ("n true", "chat", {"n": "true"}, "n", "should be a valid integer (got true)"),
-    ("model a number", "chat", {"model": "7"}, "model", "should be a valid string (got 7)"),
+    ("max_tokens true", "chat", {"max_tokens": "true"}, "max_tokens", "Input should be a valid integer (got true)"),
+    ("max_tokens a string", "chat", {"max_tokens": '"3"'}, "max_tokens", 'Input should be a valid integer (got "3")'),
+    ("max_tokens a float", "chat", {"max_tokens": "2.0"}, "max_tokens", "Input should be a valid integer (got 2.0)"),
+    (
+        "text max_tokens a string",
+        "text",
+        {"max_tokens": '"3"'},
+        "max_tokens",
+        'Input should be a valid integer (got "3")',
+    ),
+    (
+        "max_completion_tokens a string",
+        "chat",
+        {"max_completion_tokens": '"4"'},
+        "max_completion_tokens",
+        'Input should be a valid integer (got "4")',
+    ),
+    ("stream yes", "chat", {"stream": '"yes"'}, "stream", 'Input should be a valid boolean (got "yes")'),
+    ("stream 1", "chat", {"stream": "1"}, "stream", "Input should be a valid boolean (got 1)"),
+    ("text stream a string", "text", {"stream": '"true"'}, "stream", 'Input should be a valid boolean (got "true")'),
+    (
+        "temperature a string",
+        "chat",
+        {"temperature": '"0.5"'},
+        "temperature",
+        'Input should be a valid number (got "0.5")',
+    ),
+    ("top_p a string", "text", {"top_p": '"1"'}, "top_p", 'Input should be a valid number (got "1")'),
+    (
+        "presence_penalty a bool",
+        "chat",
+        {"presence_penalty": "false"},
+        "presence_penalty",
+        "Input should be a valid number",
+    ),
+    ("n a float", "chat", {"n": "1.5"}, "n", "Input should be a valid integer (got 1.5)"),
+    ("n true", "chat", {"n": "true"}, "n", "Input should be a valid integer (got true)"),
+    ("model a number", "chat", {"model": "7"}, "model", "Input should be a valid string (got 7)"),
     (
         "content a number",
         "chat",
         {"messages": _user("5")},
         "messages.0.content",
-        "should be a string, a list of content parts or null (got 5)",
+        "Input should be a string, a list of content parts or null (got 5)",
     ),
-    ("role a number", "chat", {"messages": '[{"role": 1, "content": "x"}]'}, "messages.0.role", "should be 'system'"),
-    ("messages an object", "chat", {"messages": '{"role": "user"}'}, "messages", "should be a valid list"),
-    ("prompt a number", "text", {"prompt": "5"}, "prompt", "should be a string or a list of strings (got 5)"),
-    ("prompt a list of numbers", "text", {"prompt": "[5]"}, "prompt", "should be a string or a list of strings"),
-    ("stop a number", "chat", {"stop": "3"}, "stop", "should be a string, a list of strings or null (got 3)"),
-    ("route input a number", "route", {"input": "5"}, "input", "should be a string or a list of strings (got 5)"),
-    ("route model a number", "route", {"model": "3"}, "model", "should be a valid string (got 3)"),
+    (
+        "role a number",
+        "chat",
+        {"messages": '[{"role": 1, "content": "x"}]'},
+        "messages.0.role",
+        "Input should be 'system'",
+    ),
+    (
+        "a text part without text",
+        "chat",
+        {"messages": _user('[{"type": "text", "text": 5}]')},
+        "messages.0",
+        'a text part needs "text", a string; got 5',
+    ),
+    ("messages an object", "chat", {"messages": '{"role": "user"}'}, "messages", "Input should be a valid list"),
+    ("prompt a number", "text", {"prompt": "5"}, "prompt", "Input should be a string or a list of strings (got 5)"),
+    ("prompt a list of numbers", "text", {"prompt": "[5]"}, "prompt", "Input should be a string or a list of strings"),
+    ("stop a number", "chat", {"stop": "3"}, "stop", "Input should be a string, a list of strings or null (got 3)"),
+    (
+        "route input a number",
+        "route",
+        {"input": "5"},
+        "input",
+        "Input should be a string or a list of strings (got 5)",
+    ),
+    ("route model a number", "route", {"model": "3"}, "model", "Input should be a valid string (got 3)"),
 ]
 FINITE = "must be a finite number between"
 NUMBER_CASES = [
@@ -181,7 +224,7 @@ def _still_answers(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(("case", "endpoint", "raw", "param", "words"), TYPE_CASES, ids=[c[0] for c in TYPE_CASES])
 def test_a_field_of_the_wrong_type_is_refused_not_coerced(server, client, case, endpoint, raw, param, words):
     path, base = ENDPOINTS[endpoint]
-    _refused(_post(server, path, _body(base, raw)), 422, f"Invalid request: {param}: Input {words}", param)
+    _refused(_post(server, path, _body(base, raw)), 422, f"Invalid request: {param}: {words}", param)
     _still_answers(client)
 
 

@@ -10,6 +10,7 @@ refused).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -70,8 +71,10 @@ class ChatMessage(BaseModel):
             return self.content
         parts = []
         for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if part.get("type") != "text":
                 raise ValueError(f"only text content parts are supported, got one of type {part.get('type')!r}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f'a text part needs "text", a string; got {json.dumps(part.get("text"))[:40]}')
             parts.append(part["text"])
         return "".join(parts)
 
