@@ -130,6 +130,19 @@ def expert_sources(expert_dirs) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.fixture(scope="session")
+def router_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_factory) -> Path:
+    """A saved router over one-hot features, what the `ir3de serve` tests serve: 'code' (a full model), 'legal' and
+    'docs' (LoRA adapters of one base)."""
+    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer)))
+    router = IR3DERouterModel.from_encoder(one_hot, _word_tokenizer)
+    for name, texts in domain_texts.items():
+        router.add_expert(name, texts=texts, **expert_sources[name])
+    directory = tmp_path_factory.mktemp("serve") / "tiny-router"
+    router.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture
 def text_router(tiny_llama: LlamaForCausalLM, word_tokenizer: PreTrainedTokenizerFast) -> IR3DERouterModel:
     """A router over the tiny Llama's embeddings with the word tokenizer, and no experts yet."""

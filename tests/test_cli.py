@@ -228,7 +228,7 @@ def test_pull_into_a_foreign_local_dir_needs_overwrite(hub, fitted, llama_dir, c
 
 def test_the_commands_share_one_positive_int_type():
     """``ir3de fit``, ``ir3de serve`` and ``python -m ir3de_hf.recipes.m2d2`` parse counts with the same function."""
-    from ir3de_hf.cli.arguments import positive_int
+    from ir3de_hf.cli.arguments import port, positive_int
     from ir3de_hf.recipes.m2d2 import build_parser as recipe_parser
 
     parser = build_parser(commands=["fit", "serve"])
@@ -241,6 +241,7 @@ def test_the_commands_share_one_positive_int_type():
     }
     types |= {("recipe", action.dest): action.type for action in recipe_parser()._actions if action.dest == "batches"}
     assert set(types) == {("fit", "batch_size"), ("serve", "port"), ("serve", "max_batch_size"), ("recipe", "batches")}
+    assert types.pop(("serve", "port")) is port  # its own type: a port from 1 to 65535
     assert set(types.values()) == {positive_int}
 
 

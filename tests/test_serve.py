@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import torch
 import uvicorn
 
 from ir3de_hf import IR3DERouterModel
@@ -59,18 +58,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def router_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_factory) -> Path:
-    """A saved router over one-hot features: 'code' (a full model), 'legal' and 'docs' (LoRA adapters of one base)."""
-    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer)))
-    router = IR3DERouterModel.from_encoder(one_hot, _word_tokenizer)
-    for name, texts in domain_texts.items():
-        router.add_expert(name, texts=texts, **expert_sources[name])
-    directory = tmp_path_factory.mktemp("serve") / "tiny-router"
-    router.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

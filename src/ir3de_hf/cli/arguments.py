@@ -18,13 +18,20 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["add_overwrite_argument", "expert_spec", "fraction", "milliseconds", "positive_int"]
+__all__ = ["add_overwrite_argument", "expert_spec", "fraction", "milliseconds", "port", "positive_int"]
 
 
 def positive_int(value: str) -> int:
-    """An integer >= 1 (a count, a size, a port)."""
+    """An integer >= 1 (a count, a size)."""
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def port(value: str) -> int:
+    """A TCP port to listen on, 1 to 65535 (0, "any free port", would hide where the server is)."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value!r}")
     return int(value)
 
 

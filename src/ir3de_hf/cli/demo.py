@@ -38,9 +38,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _space_app(rebuild: bool) -> int:
-    """Runs the Space app (``space_app/app.py`` of a checkout, or its copy in the installed wheel) in this
-    interpreter until it is stopped."""
-    import subprocess
+    """Becomes the Space app (``space_app/app.py`` of a checkout, or its copy in the installed wheel): this process
+    is replaced by ``python app.py``, so a signal that stops ``ir3de demo`` (SIGTERM, Ctrl+C) stops the app and frees
+    its port; a child process would be left serving."""
+    import os
 
     from .._resources import resource_path
     from ..demo import load_demo_router
@@ -48,7 +49,9 @@ def _space_app(rebuild: bool) -> int:
     app = resource_path("space_app/app.py")
     if rebuild:
         load_demo_router(rebuild=True)
-    return subprocess.call([sys.executable, str(app)])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, str(app)])
 
 
 COMMANDS = [

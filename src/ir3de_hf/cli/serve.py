@@ -20,7 +20,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     require_extra("serve", ("fastapi", "serve"), ("uvicorn", "serve"))
-    from ..serve.command import serve
+    from ..serve.command import check_exposure, serve
+
+    check_exposure(args)  # before the router loads: a refusal is immediate
 
     if args.router == "demo":
         from ..demo import load_demo_router

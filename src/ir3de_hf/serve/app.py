@@ -29,7 +29,7 @@ from .decision import Decider, decision_body, decision_header, routed_text
 from .errors import ServeError, error_body
 from .metrics import Metrics
 from .responses import Reply, sse
-from .schemas import ChatRequest, CompletionRequest, RouteRequest
+from .schemas import ChatRequest, CompletionRequest, RouteRequest, invalid_number, invalid_text
 
 __all__ = ["ServeSettings", "create_app"]
 
@@ -87,14 +87,30 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             raise _too_large(len(raw), settings.max_request_bytes)
         try:
             data = json.loads(raw)
+        except RecursionError as error:
+            raise ServeError(
+                400, "The request body is nested too deeply to read; send a JSON object a few levels deep."
+            ) from error
         except ValueError as error:
             raise ServeError(400, f"The request body is not valid JSON ({error}).") from error
         if not isinstance(data, dict):
             raise ServeError(400, "The request body must be a JSON object.")
+        bad_text = invalid_text(data)  # before pydantic, whose messages quote the input
+        if bad_text is not None:
+            where, why = bad_text
+            raise ServeError(400, f"{where} is not valid Unicode text ({why}); send UTF-8 text.", param=where)
         try:
-            return data, schema.model_validate(data)
+            parsed = schema.model_validate(data)
         except ValidationError as error:
             raise ServeError(422, _validation_message(error), param=_validation_param(error)) from error
+        number = invalid_number(data)  # in a field the schema does not check, forwarded to remote experts
+        if number is not None:
+            raise ServeError(
+                422,
+                f"Invalid request: {number} is NaN or infinite, which JSON has no place for; send a finite number.",
+                param=number,
+            )
+        return data, parsed
 
     def decide(model: str, texts: Sequence[str] | Callable[[], str]) -> list[Decision]:
         """``model``'s expert, or the routed decision of each text: ``texts`` are the prompts, or for a chat a
@@ -173,17 +189,26 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         data = [{"index": index, **decision_body(decision)} for index, decision in enumerate(decisions)]
         return JSONResponse({"object": "list", "model": model, "data": data})
 
+    def model_cards() -> dict[str, dict[str, object]]:
+        """The meta-models (which route) and the experts (which force), by id, as OpenAI model objects."""
+        created = int(time.time())
+        cards: dict[str, dict[str, object]] = {
+            name: {"id": name, "object": "model", "created": created, "owned_by": "ir3de"}
+            for name in decider.meta_models
+        }
+        for name in decider.router.expert_names:
+            cards[name] = {"id": name, "object": "model", "created": created, "owned_by": "ir3de"}
+            cards[name]["parent"] = decider.meta_models[0]
+        return cards
+
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        created = int(time.time())
-        entries = [
-            {"id": name, "object": "model", "created": created, "owned_by": "ir3de"} for name in decider.meta_models
-        ]
-        entries += [
-            {"id": name, "object": "model", "created": created, "owned_by": "ir3de", "parent": decider.meta_models[0]}
-            for name in decider.router.expert_names
-        ]
-        return JSONResponse({"object": "list", "data": entries})
+        return JSONResponse({"object": "list", "data": list(model_cards().values())})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> JSONResponse:
+        decider.forced(model_id)  # a 404 naming the id and the models there are, for an unknown one
+        return JSONResponse(model_cards()[model_id])
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -230,11 +255,16 @@ def _too_large(size: int, limit: int) -> ServeError:
 
 
 def _validation_message(error: ValidationError) -> str:
-    """``"messages.0.role: Input should be 'system', ... (got 'robot')"``: each problem on one line, joined."""
+    """``"max_tokens: Input should be a valid integer (got "3")"``: each problem on one line, joined."""
     problems = []
     for item in error.errors(include_url=False)[:5]:
         where = ".".join(str(part) for part in item["loc"]) or "body"
-        problems.append(f"{where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
+        if item["type"] != "missing" and (given is None or isinstance(given, (str, int, float, bool))):
+            shown = json.dumps(given)
+            message += f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+        problems.append(f"{where}: {message}")
     return "Invalid request: " + "; ".join(problems) + "."
 
 

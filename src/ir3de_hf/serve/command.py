@@ -5,17 +5,19 @@ types are the CLI's, `ir3de_hf.cli.arguments`)."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cli.arguments import milliseconds, positive_int
+from ..cli.arguments import milliseconds, port, positive_int
 
 if TYPE_CHECKING:
     from ..modeling_ir3de import IR3DERouterModel
     from .backends import Backend
 
-__all__ = ["API_KEY_ENV", "configure", "router_name", "serve"]
+__all__ = ["API_KEY_ENV", "check_exposure", "configure", "router_name", "serve"]
 
 API_KEY_ENV = "IR3DE_EXPERT_API_KEY"  # bearer token sent to remote expert servers, when they need one
 
@@ -34,8 +36,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("router", help="a saved router (directory or Hub id), or 'demo' for the demo router")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=positive_int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health")
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen on a host other machines can reach (--host 0.0.0.0...) without --api-key: anyone can use it",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--backend", choices=("local",), default="local", help="local: the router's experts answer in-process"
@@ -78,8 +85,29 @@ def router_name(argument: str) -> str:
     return path.name if path.is_dir() else argument
 
 
+def check_exposure(args: argparse.Namespace) -> None:
+    """Refuses (before the router loads) an open server other machines can reach: a host that is not loopback needs
+    ``--api-key`` or an explicit ``--allow-unauthenticated``; an empty key would let an empty token in."""
+    if args.api_key is not None and not args.api_key.strip():
+        raise ValueError("--api-key is empty; give a key clients will send as 'Authorization: Bearer KEY'.")
+    if args.api_key is None and not args.allow_unauthenticated and not _is_loopback(args.host):
+        raise ValueError(
+            f"--host {args.host} can be reached from other machines and there is no --api-key, so anyone could use "
+            "this server; give --api-key KEY, or --allow-unauthenticated to serve it open anyway."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def serve(router: IR3DERouterModel, args: argparse.Namespace) -> int:
-    """Builds the backend and the app, then serves until interrupted."""
+    """Builds the backend and the app, then serves until interrupted, with one "serving on" line once it listens."""
     import uvicorn
 
     from .app import ServeSettings, create_app
@@ -92,9 +120,26 @@ def serve(router: IR3DERouterModel, args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         max_tokens_limit=args.max_tokens_limit,
     )
-    app = create_app(decider, _backend(router, args), settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    backend = _backend(router, args)
+    url = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}/v1"
+    if args.api_key is None:
+        where = "this machine only" if _is_loopback(args.host) else "--allow-unauthenticated"
+        _say(f"warning: no --api-key: every endpoint is open to anyone who can reach {url} ({where})")
+    experts = router.expert_names
+    ready = f"serving on {url} ({len(experts)} experts: {', '.join(experts)}; backend {backend.kind})"
+
+    class Server(uvicorn.Server):  # says where it listens once it does (a port in use fails before)
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            _say(ready)
+
+    app = create_app(decider, backend, settings)
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
     return 0
+
+
+def _say(line: str) -> None:
+    print(f"ir3de serve: {line}", file=sys.stderr, flush=True)
 
 
 def _backend(router: IR3DERouterModel, args: argparse.Namespace) -> Backend:

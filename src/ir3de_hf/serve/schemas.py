@@ -3,24 +3,65 @@
 
 Fields the server does not use (``seed``, ``logprobs``, ``user``...) are accepted and ignored by the local backend
 and forwarded unchanged to remote experts; the ones it cannot honour (``n > 1``) are refused with a clear message.
+Types are strict, as OpenAI's are: ``max_tokens: "3"`` or ``true`` and ``stream: "yes"`` are refused, not coerced
+(an integer is still a valid float), and a number setting is finite and in its range (``temperature: NaN`` is
+refused).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import math
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "GenerationRequest", "RouteRequest"]
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "CompletionRequest",
+    "GenerationRequest",
+    "RouteRequest",
+    "invalid_number",
+    "invalid_text",
+]
+
+
+def _either(kinds: str) -> WrapValidator:
+    """One error for a field that takes several shapes ("should be a string or a list of strings"), instead of
+    pydantic's one per shape, each named by a type (``prompt.list[str].0``)."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            raise PydanticCustomError("wrong_type", "Input should be " + kinds) from error
+
+    return WrapValidator(check)
+
+
+_TextOrTexts = Annotated[str | list[str], _either("a string or a list of strings")]
 
 
 class ChatMessage(BaseModel):
     """One turn; ``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts (joined)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Annotated[str | list[dict[str, Any]] | None, _either("a string, a list of content parts or null")] = None
 
     @property
     def text(self) -> str:
@@ -30,8 +71,10 @@ class ChatMessage(BaseModel):
             return self.content
         parts = []
         for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if part.get("type") != "text":
                 raise ValueError(f"only text content parts are supported, got one of type {part.get('type')!r}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f'a text part needs "text", a string; got {json.dumps(part.get("text"))[:40]}')
             parts.append(part["text"])
         return "".join(parts)
 
@@ -41,18 +84,43 @@ class ChatMessage(BaseModel):
         return self
 
 
+# OpenAI's ranges: (lowest, highest, whether the lowest is excluded)
+_RANGES = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, True),
+    "presence_penalty": (-2.0, 2.0, False),
+    "frequency_penalty": (-2.0, 2.0, False),
+}
+
+
 class GenerationRequest(BaseModel):
     """What chat and text completions share: the model to use (or route with) and the sampling settings."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     stream: bool = False
     n: int = 1
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, _either("a string, a list of strings or null")] = None
+
+    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty")
+    @classmethod
+    def _finite_in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """One message for NaN, infinities and values out of range (pydantic's ``le=2`` says NaN "should be less
+        than or equal to 2")."""
+        low, high, low_excluded = _RANGES[str(info.field_name)]
+        if value is None:
+            return None
+        above_low = low < value if low_excluded else low <= value
+        if not (math.isfinite(value) and above_low and value <= high):
+            excluded = f" ({low:g} excluded)" if low_excluded else ""
+            raise ValueError(f"{info.field_name} must be a finite number between {low:g} and {high:g}{excluded}")
+        return value
 
     @field_validator("n")
     @classmethod
@@ -72,7 +140,7 @@ class ChatRequest(GenerationRequest):
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str | list[str]
+    prompt: _TextOrTexts
 
     @field_validator("prompt")
     @classmethod
@@ -93,10 +161,10 @@ class CompletionRequest(GenerationRequest):
 class RouteRequest(BaseModel):
     """``{"input": str | list[str]}`` or ``{"messages": [...]}``: what to route, nothing is generated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    input: str | list[str] | None = None
+    input: _TextOrTexts | None = None
     messages: list[ChatMessage] | None = None
 
     @model_validator(mode="after")
@@ -108,3 +176,42 @@ class RouteRequest(BaseModel):
         if self.messages is not None and not self.messages:
             raise ValueError('"messages" is empty; give at least one message')
         return self
+
+
+def invalid_text(body: object) -> tuple[str, str] | None:
+    """A key or string of a parsed JSON body that is not valid Unicode (a lone surrogate such as ``"\\ud800"``,
+    which JSON allows and UTF-8 cannot encode): its dotted path (escaped) and what is wrong, or None."""
+    for path, value in _leaves(body):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                where = path.encode("utf-8", "backslashreplace").decode()
+                return where, f"a lone surrogate {value[error.start]!r} at position {error.start}"
+    return None
+
+
+def invalid_number(body: object) -> str | None:
+    """The dotted path of a NaN or an infinity in a parsed JSON body (Python's json reads them; JSON has neither,
+    and a remote expert would get an invalid body), or None."""
+    return next((path for path, value in _leaves(body) if isinstance(value, float) and not math.isfinite(value)), None)
+
+
+def _leaves(body: object) -> Iterator[tuple[str, object]]:
+    """``(dotted path, value)`` of every key and scalar, without recursion (a body may be nested as deep as the
+    JSON parser allows)."""
+    stack: list[tuple[str, object]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            items: list[tuple[object, object]] = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            yield path, value
+            continue
+        for key, item in items:
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str):
+                yield where, key
+            stack.append((where, item))
