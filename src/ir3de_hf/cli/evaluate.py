@@ -23,11 +23,17 @@ def _labelled_texts(data: str | None, split: str, purpose: str) -> tuple[list[st
     """Texts and domains of a .parquet/.jsonl file, or of the ir3de-multidomain ``split`` without ``data``."""
     if data:
         from datasets import load_dataset
+        from datasets.exceptions import DatasetGenerationError
+
+        from ..text_sources import read_errors, unreadable
 
         kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(data).suffix)
         if kind is None:
             raise ValueError(f"{data}: expected a .parquet or .jsonl file with text and domain columns")
-        rows = load_dataset(kind, data_files=data, split="train")
+        try:
+            rows = load_dataset(kind, data_files=data, split="train")
+        except (DatasetGenerationError, *read_errors()) as error:  # names the file and the line, not datasets' stack
+            raise unreadable(data, error) from error
         if "domain" not in rows.column_names or "text" not in rows.column_names:
             raise ValueError(f"{data} has no 'domain' column to {purpose} against")
         return list(rows["text"]), list(rows["domain"])
@@ -116,6 +122,11 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, help="save the calibrated router here (default: back into ROUTER, a directory)"
     )
+    parser.add_argument(
+        "--allow-missing-experts",
+        action="store_true",
+        help="calibrate even if the data has no prompt of some experts (they are named in the report and card)",
+    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -140,6 +151,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         target_accuracy=args.target_accuracy,
         max_fallback_rate=args.max_fallback_rate,
         prompt_tokens=args.tokens,
+        allow_missing_experts=args.allow_missing_experts,
     )
     router.save_pretrained(output, card=CardInfo(calibration=report))
     (output / "calibration.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
