@@ -231,7 +231,10 @@ def fit_calibration(
     _check_expert_count(names)
     logits, decided = logits.float(), ~no_evidence
     if not bool(decided.any()):
-        raise ValueError("No calibration prompt has a token the router can use; nothing to calibrate on.")
+        raise ValueError(
+            "No calibration prompt has a token the router can use (empty, or only never-counted tokens); give "
+            "held-out prompts with real text of the experts' domains."
+        )
     missing = _covered_experts(targets, decided, names, allow_missing_experts)
     correct = (expert_ids == targets) & decided
     temperature = fit_temperature(logits[decided], targets[decided])
@@ -338,7 +341,7 @@ def _checked_lengths(prompt_tokens: object) -> list[int] | None:
         raise ValueError(f"{expected}, got {prompt_tokens!r}.")
     repeated = sorted({n for n in lengths if lengths.count(n) > 1})
     if repeated:
-        raise ValueError(f"prompt_tokens lists {repeated} more than once; give each prompt length once.")
+        raise ValueError(f"prompt_tokens (--tokens) lists {repeated} more than once; give each prompt length once.")
     return list(lengths)
 
 
@@ -370,8 +373,9 @@ def _covered_experts(
     if missing and not allow_missing:
         raise ValueError(
             f"The calibration prompts have no prompt of the router's expert(s) {', '.join(map(repr, missing))}: add "
-            "held-out prompts labelled with them, or pass allow_missing_experts=True (--allow-missing-experts) to "
-            "calibrate without them; the report and card then name them."
+            "held-out prompts labelled with them (--data FILE on the command line), or pass "
+            "allow_missing_experts=True (--allow-missing-experts) to calibrate without them; the report and the card "
+            "then name them."
         )
     return missing
 
