@@ -176,3 +176,86 @@ def test_routing_from_eight_threads_while_experts_change_sees_whole_routers(embe
         thread.join()
     assert errors == [] and mixes == []
     assert completed >= 30 and min(calls) >= 10, (completed, calls)
+
+
+def _cycle(domains: dict[str, torch.Tensor]) -> tuple[list[dict[str, torch.Tensor]], list]:
+    """Three routers in turn (experts a-c; d added; d replaced by other data) and the edits between them."""
+    base = {name: domains[name] for name in "abc"}
+    states = [base, {**base, "d": domains["d"]}, {**base, "d": domains["e"]}]
+    edits = [
+        lambda router: router.add_expert("d", input_ids=domains["d"]),
+        lambda router: router.update_expert("d", input_ids=domains["e"]),
+        lambda router: router.remove_expert("d"),
+    ]
+    return states, edits
+
+
+def test_eight_threads_routing_while_experts_change_derive_each_version_once(embedding, domains):
+    """8 threads ask for the routing tables while a ninth edits: every version is derived once however many
+    threads need it (builds == versions seen), and each thread's scores equal those of a router built from scratch
+    in one thread for that version."""
+    states, edits = _cycle(domains)
+    probe = torch.cat([ids[-4:, :24] for ids in domains.values()])
+    expected = []
+    for state in states:
+        tables = _router(embedding, state).store.tables()
+        expected.append((tables.names, tables.scores_at(probe)))
+    router = _router(embedding, states[0])
+    first_version, derived_before = router.store.version, router.store.tables_derived
+    seen: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def route() -> None:
+        while not stop.is_set():
+            try:
+                tables = router.store.tables()
+                seen.append((tables.version, tables.names, tables.scores_at(probe)))
+            except BaseException as error:  # any exception is a failure of the store's contract
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=route) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for k in range(30):
+        edits[k % 3](router)
+        time.sleep(0.01)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    versions = {version for version, _, _ in seen}
+    assert router.store.tables_derived - derived_before == len(versions) <= 31
+    assert len(versions) > 3 and len(seen) > 8 * len(versions)  # the threads did share the versions
+    for version, names, scores in seen:
+        expected_names, expected_scores = expected[(version - first_version) % 3]
+        assert names == expected_names
+        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-5)
+
+
+def test_threads_that_wait_through_an_edit_derive_only_the_newest_version(embedding, domains):
+    """8 routes wait while another thread derives; two edits land meanwhile. When the lock is free one thread
+    derives the newest version and the others take it: one derivation, none for the version that was replaced, and
+    every route answers as the router after both edits."""
+    states, edits = _cycle(domains)
+    probe = torch.cat([ids[-4:, :24] for ids in domains.values()])
+    expected = _router(embedding, states[2]).route(probe)
+    router = _router(embedding, states[0])
+    router.route(probe)
+    derived_before = router.store.tables_derived
+    results = []
+    with router.store._shared.lock:  # what a thread deriving the tables holds
+        edits[0](router)
+        threads = [threading.Thread(target=lambda: results.append(router.route(probe))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # the routes now wait for the lock, having seen the version after the first edit
+        edits[1](router)
+    for thread in threads:
+        thread.join()
+    assert router.store.tables_derived - derived_before == 1
+    assert len(results) == 8
+    for routed in results:
+        assert routed.expert_names == expected.expert_names
+        torch.testing.assert_close(routed.logits, expected.logits, rtol=0, atol=1e-6)

@@ -14,6 +14,12 @@ about how often a decision is right. [`calibrate`] routes labelled held-out prom
    calibration prompts (on halves of the ir3de-multidomain validation split it promised 99% and delivered 96.4%; with
    the bound, 99% on the validation split held at 99.6% on the test split).
 
+What is refused, in [`calibrate`] and [`fit_calibration`] alike (so the API and ``ir3de calibrate`` cannot disagree):
+a router with fewer than two experts (one softmax over one expert is always 1); calibration prompts of a single
+expert (the temperature then only grows the confidence without limit: T -> 0 and a threshold of 1.0); and prompts that
+leave out some of the router's experts, unless ``allow_missing_experts=True``, which records those experts in the
+report and on the card: the threshold was then never checked against the prompts of the experts it did not see.
+
 Why the top probability and not the margin: once calibrated it means the same thing for every aggregation, prompt
 length and expert set (an estimated chance of being right), so one number can be read, compared and set by hand;
 a margin is in the units of the aggregation's scores (vote shares vs mean scores) and must be re-learned for each.
@@ -60,7 +66,8 @@ class CalibrationReport:
     ``coverage`` is the share of prompts routed (confident) at ``min_confidence``, ``routed_accuracy`` the accuracy
     of those, ``accuracy`` the accuracy of all decisions. ``ece`` / ``nll`` are after calibration, the
     ``*_uncalibrated`` ones at temperature 1. ``curve`` gives threshold and accuracy at several coverages; ``bins``
-    the reliability diagram (mean confidence and accuracy per confidence bin).
+    the reliability diagram (mean confidence and accuracy per confidence bin). ``missing_experts`` are the router's
+    experts that no calibration prompt was labelled with (only with ``allow_missing_experts=True``).
     """
 
     aggregation: str
@@ -77,6 +84,7 @@ class CalibrationReport:
     nll_uncalibrated: float
     curve: list[dict[str, float]] = field(default_factory=list)
     bins: list[dict[str, float]] = field(default_factory=list)
+    missing_experts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data: what ``calibration.json`` beside a saved router holds."""
@@ -104,6 +112,14 @@ class CalibrationReport:
             f"Fallback threshold `min_confidence` = {threshold}: {100 * self.coverage:.1f}% of the prompts routed, "
             f"{100 * self.routed_accuracy:.1f}% of them right (all prompts: {100 * self.accuracy:.1f}%).",
             "",
+        ]
+        if self.missing_experts:
+            lines += [
+                f"**Not calibrated for {', '.join(f'`{name}`' for name in self.missing_experts)}**: no calibration "
+                "prompt was labelled with these experts, so the threshold was never checked on their prompts.",
+                "",
+            ]
+        lines += [
             "| coverage | min. confidence | accuracy of the routed prompts |",
             "|---|---|---|",
         ]
@@ -147,6 +163,7 @@ def calibrate(
     target_accuracy: float | None = None,
     max_fallback_rate: float | None = None,
     prompt_tokens: int | Sequence[int] | None = None,
+    allow_missing_experts: bool = False,
 ) -> CalibrationReport:
     """Fits the temperature of ``router.config.aggregation`` on labelled held-out ``texts`` and sets
     ``config.min_confidence``: the lowest threshold whose routed prompts reach ``target_accuracy``, or the highest
@@ -154,11 +171,17 @@ def calibrate(
     exceeds the second; neither: no threshold (None). ``prompt_tokens`` cuts each text to its first n tokens (several
     lengths: each text once per length), to calibrate for the prompt lengths the router will see.
 
-    The router's config is changed only when everything succeeded; its decisions never change.
+    The labels must cover at least two experts, and every expert of the router unless ``allow_missing_experts``
+    (the missing ones are then listed in the report). Every argument is checked before anything is routed; the
+    router's config is changed only when everything succeeded; its decisions never change.
     """
     target_accuracy = _checked_share("target_accuracy", target_accuracy, upper_open=False)
     max_fallback_rate = _checked_share("max_fallback_rate", max_fallback_rate, upper_open=True)
-    targets, prompts, lengths = _labelled_prompts(router, texts, labels, prompt_tokens)
+    lengths = _checked_lengths(prompt_tokens)
+    _checked_flag("allow_missing_experts", allow_missing_experts)
+    _check_expert_count(router.expert_names)
+    targets, prompts = _labelled_prompts(router, texts, labels, lengths)
+    _covered_experts(targets, torch.ones(len(targets), dtype=torch.bool), router.expert_names, allow_missing_experts)
     output = router.route(prompts, token_details=False)
     assert output.logits is not None and output.no_evidence is not None and output.expert_ids is not None
     report = fit_calibration(
@@ -170,6 +193,8 @@ def calibrate(
         target_accuracy=target_accuracy,
         max_fallback_rate=max_fallback_rate,
         prompt_tokens=lengths,
+        expert_names=router.expert_names,
+        allow_missing_experts=allow_missing_experts,
     )
     report.apply(router.config)
     return report
@@ -185,16 +210,32 @@ def fit_calibration(
     target_accuracy: float | None = None,
     max_fallback_rate: float | None = None,
     prompt_tokens: list[int] | None = None,
+    expert_names: Sequence[str] | None = None,
+    allow_missing_experts: bool = False,
 ) -> CalibrationReport:
     """The temperature and threshold of [`calibrate`] from routing outputs already computed (``logits``,
     ``expert_ids``, ``no_evidence`` of `IR3DERouterOutput`, ``targets`` the true expert indices): how to calibrate
     on predictions pooled from several routers, such as the held-out-source folds of
-    `ir3de_hf.data.protocol.leave_one_source_out`. Apply the result with [`CalibrationReport.apply`]."""
+    `ir3de_hf.data.protocol.leave_one_source_out`. ``expert_names`` name the columns of ``logits`` in messages and
+    in the report (default ``expert 0``, ``expert 1``, ...); the same experts are required as in [`calibrate`].
+    Apply the result with [`CalibrationReport.apply`]."""
     target_accuracy = _checked_share("target_accuracy", target_accuracy, upper_open=False)
     max_fallback_rate = _checked_share("max_fallback_rate", max_fallback_rate, upper_open=True)
+    _checked_flag("allow_missing_experts", allow_missing_experts)
+    names = [f"expert {i}" for i in range(logits.shape[-1])] if expert_names is None else list(expert_names)
+    if logits.ndim != 2 or len(names) != logits.shape[1]:
+        raise ValueError(
+            f"logits must be (prompts x experts) with one column per expert name, got shape {tuple(logits.shape)} "
+            f"for {len(names)} names."
+        )
+    _check_expert_count(names)
     logits, decided = logits.float(), ~no_evidence
     if not bool(decided.any()):
-        raise ValueError("No calibration prompt has a token the router can use; nothing to calibrate on.")
+        raise ValueError(
+            "No calibration prompt has a token the router can use (empty, or only never-counted tokens); give "
+            "held-out prompts with real text of the experts' domains."
+        )
+    missing = _covered_experts(targets, decided, names, allow_missing_experts)
     correct = (expert_ids == targets) & decided
     temperature = fit_temperature(logits[decided], targets[decided])
     confidence = probabilities(logits, temperature, no_evidence).max(dim=1).values
@@ -216,6 +257,7 @@ def fit_calibration(
         nll_uncalibrated=_nll(logits[decided], targets[decided], 1.0),
         curve=_curve(confidence, correct, decided),
         bins=_bins(confidence, correct),
+        missing_experts=missing,
     )
 
 
@@ -272,43 +314,108 @@ def _nll(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> flo
 def _checked_share(name: str, value: float | None, *, upper_open: bool) -> float | None:
     if value is None:
         return None
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-    if bad or not (0 < value < 1 if upper_open else 0 < value <= 1):
-        interval = "(0, 1)" if upper_open else "(0, 1]"
+    interval = "(0, 1)" if upper_open else "(0, 1]"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number in {interval}, got {value!r} (a {type(value).__name__}).")
+    if not math.isfinite(value) or not (0 < value < 1 if upper_open else 0 < value <= 1):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
     return float(value)
 
 
+def _checked_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} (a {type(value).__name__}).")
+
+
+def _checked_lengths(prompt_tokens: object) -> list[int] | None:
+    """``prompt_tokens`` as a list of distinct lengths >= 1 (None: full texts)."""
+    if prompt_tokens is None:
+        return None
+    expected = "prompt_tokens must be an integer >= 1 or a list of them (the prompt lengths to calibrate for)"
+    lengths = [prompt_tokens] if isinstance(prompt_tokens, int) else prompt_tokens
+    if not isinstance(lengths, list | tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in lengths
+    ):
+        raise TypeError(f"{expected}, got {prompt_tokens!r}.")
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"{expected}, got {prompt_tokens!r}.")
+    repeated = sorted({n for n in lengths if lengths.count(n) > 1})
+    if repeated:
+        raise ValueError(f"prompt_tokens (--tokens) lists {repeated} more than once; give each prompt length once.")
+    return list(lengths)
+
+
+def _check_expert_count(names: Sequence[str]) -> None:
+    """Temperature scaling sharpens or flattens the choice between experts: with one expert there is no choice."""
+    if len(names) < 2:
+        has = f"one ({names[0]!r})" if names else "none"
+        raise ValueError(
+            f"Calibration needs a router with at least two experts, this one has {has}: add experts first "
+            "(router.add_expert, or ir3de add-expert), then calibrate."
+        )
+
+
+def _covered_experts(
+    targets: torch.Tensor, decided: torch.Tensor, names: Sequence[str], allow_missing: bool
+) -> list[str]:
+    """The experts no prompt is labelled with (refused unless ``allow_missing``); refuses prompts of one expert
+    only among those the router can route: their NLL falls without limit as T -> 0, so no temperature is fitted."""
+    labelled = set(targets.tolist())
+    missing = [name for i, name in enumerate(names) if i not in labelled]
+    routable = sorted(set(targets[decided].tolist()))
+    if len(routable) == 1:
+        only = names[routable[0]]
+        usable = "" if bool(decided.all()) else " that have a token the router can use"
+        raise ValueError(
+            f"Only expert {only!r} appears in the calibration prompts{usable}: a temperature cannot be fitted from "
+            "one class; give held-out prompts of at least two experts (ideally all of them)."
+        )
+    if missing and not allow_missing:
+        raise ValueError(
+            f"The calibration prompts have no prompt of the router's expert(s) {', '.join(map(repr, missing))}: add "
+            "held-out prompts labelled with them (--data FILE on the command line), or pass "
+            "allow_missing_experts=True (--allow-missing-experts) to calibrate without them; the report and the card "
+            "then name them."
+        )
+    return missing
+
+
 def _labelled_prompts(
-    router: IR3DERouterModel, texts: Sequence[str], labels: Sequence[str], prompt_tokens: int | Sequence[int] | None
-) -> tuple[torch.Tensor, list[Any], list[int] | None]:
-    """The expert index per prompt, the prompts (texts, or token ids cut to each length) and the lengths used."""
+    router: IR3DERouterModel, texts: Sequence[str], labels: Sequence[str], lengths: list[int] | None
+) -> tuple[torch.Tensor, list[Any]]:
+    """The expert index per prompt and the prompts (texts, or token ids cut to each of ``lengths``)."""
     if isinstance(texts, str) or isinstance(labels, str):
         raise TypeError("texts and labels must be lists (one label per text), not a single string.")
+    for name, values in (("texts", texts), ("labels", labels)):
+        if not isinstance(values, Sequence):
+            raise TypeError(
+                f"{name} must be a list (one expert name per text in labels), got a {type(values).__name__}."
+            )
     texts, labels = list(texts), list(labels)
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels; give one label (an expert name) per text.")
     if not texts:
         raise ValueError("No calibration texts given; calibrate on a few hundred labelled held-out prompts.")
+    wrong = next(((i, label) for i, label in enumerate(labels) if not isinstance(label, str)), None)
+    if wrong is not None:
+        raise TypeError(f"labels must be expert names (strings); label {wrong[0]} is {wrong[1]!r}.")
     unknown = sorted({label for label in labels if label not in router.expert_names})
     if unknown:
         raise ValueError(
             f"Labels {unknown[:5]} are not experts of the router; labels must be among: "
             f"{', '.join(router.expert_names)}."
         )
-    if not all(isinstance(text, str) for text in texts):
-        raise TypeError("Every calibration text must be a string.")
+    wrong = next(((i, text) for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if wrong is not None:
+        raise TypeError(f"Every calibration text must be a string; text {wrong[0]} is a {type(wrong[1]).__name__}.")
     index = [router.expert_names.index(label) for label in labels]
-    if prompt_tokens is None:
-        return torch.tensor(index), texts, None
-    lengths = [prompt_tokens] if isinstance(prompt_tokens, int) else list(prompt_tokens)
-    if not lengths or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths):
-        raise ValueError(f"prompt_tokens must be an integer >= 1 or a list of them, got {prompt_tokens!r}.")
+    if lengths is None:
+        return torch.tensor(index), texts
     if router.tokenizer is None:
         raise ValueError("prompt_tokens needs the router's tokenizer to cut the texts; this router has none.")
     ids = router.tokenizer(texts, add_special_tokens=False)["input_ids"]
     prompts = [row[:n] for n in lengths for row in ids]
-    return torch.tensor(index * len(lengths)), prompts, lengths
+    return torch.tensor(index * len(lengths)), prompts
 
 
 def _threshold(

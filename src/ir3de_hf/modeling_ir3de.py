@@ -350,11 +350,14 @@ class IR3DERouterModel(PreTrainedModel):
         target_accuracy: float | None = None,
         max_fallback_rate: float | None = None,
         prompt_tokens: int | Sequence[int] | None = None,
+        allow_missing_experts: bool = False,
     ) -> CalibrationReport:
         """Fits the temperature of the current aggregation on labelled held-out ``texts`` (``labels``: expert names)
         and sets ``config.min_confidence`` for ``target_accuracy`` of the routed prompts or ``max_fallback_rate``;
         returns coverage, accuracy, ECE and the reliability diagram. Decisions never change; ``probabilities`` and
-        ``confident`` do. Saved and pushed with the router (config fields). See [`ir3de_hf.calibration.calibrate`].
+        ``confident`` do. Saved and pushed with the router (config fields). The labels must cover every expert
+        unless ``allow_missing_experts`` (the report then names the missing ones). See
+        [`ir3de_hf.calibration.calibrate`].
         """
         report = calibrate(
             self,
@@ -363,6 +366,7 @@ class IR3DERouterModel(PreTrainedModel):
             target_accuracy=target_accuracy,
             max_fallback_rate=max_fallback_rate,
             prompt_tokens=prompt_tokens,
+            allow_missing_experts=allow_missing_experts,
         )
         self.card = replace(self.card, calibration=report)  # the card's report and diagram follow the config
         return report

@@ -4,8 +4,10 @@
 The store holds one immutable *state* (expert names, histograms, imported moments, solver settings, the summed
 histogram, a version number). Every change (an expert added, replaced or removed, or a new ridge λ, normalisation or
 set of never-counted tokens) builds a new state with the next version and swaps the reference under a lock. Routing
-reads the state once and gets the [`RoutingTables`] of exactly that version, so a route running while another thread
-edits the experts sees either the router before the edit or the router after it, never a mix.
+gets the [`RoutingTables`] of one version, so a route running while another thread edits the experts sees either the
+router before the edit or the router after it, never a mix. Each version's tables are derived once, by one thread,
+while the others wait for them; a thread that waited through an edit gets the newest version, so no thread derives a
+version already replaced (8 threads routing during edits cost what one does).
 
 What it costs scales with what changed, not with the number of experts N (design.md §2):
 
@@ -161,11 +163,13 @@ class _State:
 
 class _Shared:
     """What a store and its copies share: the latest ``A`` (valid for any state: a state's ``A`` is reached from it
-    by the rows whose totals differ) and the lock that lets one thread at a time derive tables."""
+    by the rows whose totals differ), the lock that lets one thread at a time derive tables, and how many tables
+    were derived (each version at most once)."""
 
     def __init__(self) -> None:
         self.gram: Gram | None = None
         self.lock = threading.Lock()
+        self.derived = 0
 
 
 class ExpertStatisticsStore:
@@ -327,16 +331,31 @@ class ExpertStatisticsStore:
         """
         if settings is not None:
             self.configure(settings)
-        state = self._state
         embedding = self.embeddings.weight.detach()
-        if state.tables and state.tables[0].device == embedding.device:
-            return state.tables[0]
-        if not state.names:
-            raise ValueError("The router has no experts yet; add one with router.add_expert(name, texts=[...]).")
+        tables = _current(self._state, embedding)
+        if tables is not None:
+            return tables
+        # One thread derives, the others wait for it. The state is read again once the lock is held: a thread that
+        # waited through an edit derives (or finds) the newest version, never one already replaced, so while experts
+        # change each version's tables are derived at most once and only while it is current.
         with self._shared.lock:
-            if not (state.tables and state.tables[0].device == embedding.device):
-                state.tables[:] = [self._derive(state, embedding)]
-        return state.tables[0]
+            state = self._state
+            tables = _current(state, embedding)
+            if tables is None:
+                if not state.names:
+                    raise ValueError(
+                        "The router has no experts yet; add one with router.add_expert(name, texts=[...])."
+                    )
+                tables = self._derive(state, embedding)
+                state.tables[:] = [tables]
+                self._shared.derived += 1
+        return tables
+
+    @property
+    def tables_derived(self) -> int:
+        """How many routing tables this store and its copies have derived (each version at most once; a version
+        replaced before any route needed it is never derived)."""
+        return self._shared.derived
 
     def _derive(self, state: _State, embedding: torch.Tensor) -> RoutingTables:
         """Solves the head of ``state``: ``A`` brought up to date, ``B`` from the cached ``b_n``, one solve."""
@@ -398,6 +417,12 @@ class ExpertStatisticsStore:
             known = ", ".join(state.names) or "none"
             raise ValueError(f"No expert named {name!r}; the router's experts are: {known}.")
         return state.names.index(name)
+
+
+def _current(state: _State, embedding: torch.Tensor) -> RoutingTables | None:
+    """The tables already derived for ``state`` on the embedding's device, if any."""
+    tables = state.tables[0] if state.tables else None
+    return tables if tables is not None and tables.device == embedding.device else None
 
 
 def _weighted(expert: _Expert, settings: RoutingSettings) -> torch.Tensor | None:

@@ -23,14 +23,34 @@ def _labelled_texts(data: str | None, split: str, purpose: str) -> tuple[list[st
     """Texts and domains of a .parquet/.jsonl file, or of the ir3de-multidomain ``split`` without ``data``."""
     if data:
         from datasets import load_dataset
+        from datasets.exceptions import DatasetGenerationError
+
+        from ..text_sources import read_errors, unreadable
 
         kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(data).suffix)
         if kind is None:
             raise ValueError(f"{data}: expected a .parquet or .jsonl file with text and domain columns")
-        rows = load_dataset(kind, data_files=data, split="train")
-        if "domain" not in rows.column_names or "text" not in rows.column_names:
-            raise ValueError(f"{data} has no 'domain' column to {purpose} against")
-        return list(rows["text"]), list(rows["domain"])
+        try:  # the columns are decoded when read: a file that is not UTF-8 fails there
+            rows = load_dataset(kind, data_files=data, split="train")
+            columns = {column: list(rows[column]) for column in ("text", "domain") if column in rows.column_names}
+        except (DatasetGenerationError, *read_errors()) as error:  # names the file and the line, not datasets' stack
+            raise unreadable(data, error) from error
+        absent = [column for column in ("domain", "text") if column not in rows.column_names]
+        if absent:
+            found = ", ".join(map(repr, rows.column_names)) or "none"
+            raise ValueError(
+                f"{data} has no {' or '.join(map(repr, absent))} column to {purpose} against (its columns: {found}); "
+                "give one JSON object per line with text and domain keys, or a parquet file with those columns"
+            )
+        texts, domains = columns["text"], columns["domain"]
+        for column, values in (("text", texts), ("domain", domains)):
+            wrong = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
+            if wrong is not None:
+                raise ValueError(
+                    f"{data}: row {wrong + 1} has {column} {values[wrong]!r}; every row needs a string text and "
+                    "domain (an expert name)"
+                )
+        return texts, domains
     from ..data import load_benchmark
 
     rows = load_benchmark()[split]
@@ -116,6 +136,11 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, help="save the calibrated router here (default: back into ROUTER, a directory)"
     )
+    parser.add_argument(
+        "--allow-missing-experts",
+        action="store_true",
+        help="calibrate even if the data has no prompt of some experts (they are named in the report and card)",
+    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -140,6 +165,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         target_accuracy=args.target_accuracy,
         max_fallback_rate=args.max_fallback_rate,
         prompt_tokens=args.tokens,
+        allow_missing_experts=args.allow_missing_experts,
     )
     router.save_pretrained(output, card=CardInfo(calibration=report))
     (output / "calibration.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
