@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "GenerationRequest", "RouteRequest"]
+__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "GenerationRequest", "RouteRequest", "StreamOptions"]
 
 
 class ChatMessage(BaseModel):
@@ -41,6 +41,14 @@ class ChatMessage(BaseModel):
         return self
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: ``include_usage`` asks for a last chunk with the usage (and no choices) before [DONE]."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool | None = None
+
+
 class GenerationRequest(BaseModel):
     """What chat and text completions share: the model to use (or route with) and the sampling settings."""
 
@@ -53,6 +61,7 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     n: int = 1
     stop: str | list[str] | None = None
+    stream_options: StreamOptions | None = None
 
     @field_validator("n")
     @classmethod
