@@ -138,7 +138,8 @@ def test_a_non_streamed_request_whose_client_times_out_is_cancelled(local):
     assert 'ir3de_errors_total{status="499"}' in httpx.get(f"{server.url}/metrics").text
 
 
-def test_a_queued_request_whose_client_went_away_is_dropped_unstarted(local):
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+def test_a_queued_request_whose_client_went_away_is_dropped_unstarted(local, streamed):
     """B waits behind stream A and its client gives up; once A is cut, C runs next and B never runs at all."""
     server, backend = local
     client = _client(server)
@@ -147,12 +148,14 @@ def test_a_queued_request_whose_client_went_away_is_dropped_unstarted(local):
     stream = _long_stream(client, "chat")
     pieces = iter(stream)
     next(pieces)
-    body = {"model": "long", "messages": [{"role": "user", "content": PROMPTS["code"]}], "max_tokens": LONG}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=0.5)
+    body = {"model": "long", "prompt": PROMPTS["code"], "max_tokens": LONG, "stream": streamed}
+    url = f"{server.url}/v1/completions"
+    # B's answer (or its stream's first chunk) would come after A's
+    with pytest.raises(httpx.ReadTimeout), httpx.stream("POST", url, json=body, timeout=0.5) as response:
+        response.read()
     stream.close()
     after = _one_token(client)
-    assert after < _bound(normal)
+    assert after < _bound(normal), f"{after:.1f} s after a dropped request, {normal:.2f} s normally"
     assert backend.batch_sizes - before == Counter({1: 1})  # C's generate call only, none for B
 
 
