@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from .experts import ExpertPool, LoadedModel
 from .outputs import Decision, decide
@@ -142,15 +142,22 @@ def answer(
     *,
     use_chat_template: bool | None = None,
     batch_size: int = 8,
+    cancelled: Callable[[], bool] | None = None,
     **generate_kwargs: Any,
 ) -> list[RoutedGeneration]:
     """Lets each decision's expert answer its prompt (`generate` after the decisions; a server that decided itself
-    calls this), grouped and batched as `generate` describes, with the same checks."""
+    calls this), grouped and batched as `generate` describes, with the same checks.
+
+    ``cancelled`` (called from the generating thread at each new token) abandons the answers once it returns True:
+    generation stops there, so a server whose client went away frees its worker; the answers are cut short.
+    """
     prompts = list(prompts)
     if len(decided) != len(prompts):
         raise ValueError(f"{len(decided)} decisions for {len(prompts)} prompts; give one decision per prompt.")
     _check_count("batch_size", batch_size)
     _check_generate_kwargs(generate_kwargs)
+    if cancelled is not None:
+        generate_kwargs = _stopped_by(cancelled, generate_kwargs)
     produced: dict[int, _Generated] = {}
     groups: dict[tuple[str, str | None, str], list[int]] = {}
     for index, decision in enumerate(decided):
@@ -213,28 +220,45 @@ def answer_stream(
     decision: Decision,
     *,
     use_chat_template: bool | None = None,
+    cancelled: Callable[[], bool] | None = None,
     **generate_kwargs: Any,
 ) -> RoutedStream:
     """Streams ``decision``'s expert's answer to ``prompt`` (`generate_stream` after the decision; the server and
-    the Space, which decided themselves, call this)."""
+    the Space, which decided themselves, call this).
+
+    Generation stops at the next token when the chunks are closed before their end (a client that went away) or
+    when ``cancelled`` (as in `answer`) returns True; a failure of the generating thread is raised by the chunks.
+    """
     _check_generate_kwargs(generate_kwargs)
     loaded = pool.get(decision.expert)
     _check_context(decision.expert, loaded, generate_kwargs["max_new_tokens"])
     inputs = _encode(loaded, [prompt], use_chat_template, generate_kwargs)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    closed = threading.Event()
+    kwargs = _stopped_by(lambda: closed.is_set() or (cancelled is not None and cancelled()), generate_kwargs)
     output: list[torch.Tensor] = []
-    worker = threading.Thread(
-        target=lambda: output.append(_run_generate(loaded, inputs, {**generate_kwargs, "streamer": streamer})),
-        daemon=True,
-    )
+    failure: list[Exception] = []
+
+    def run() -> None:
+        try:
+            output.append(_run_generate(loaded, inputs, {**kwargs, "streamer": streamer}))
+        except Exception as error:  # kept for the consumer; ending the streamer stops its wait
+            failure.append(error)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
 
     def chunks() -> Iterator[str]:
-        yield from streamer
-        worker.join()
-        if output:  # the generation's own tokens: the counts and why it stopped
-            (generated,) = _results(loaded, inputs, output[0], generate_kwargs["max_new_tokens"])
-            stream.completion_tokens, stream.finish_reason = generated.completion_tokens, generated.finish_reason
+        try:
+            yield from streamer
+        finally:  # closed early: stop generating (after the last chunk this stops nothing)
+            closed.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+        (generated,) = _results(loaded, inputs, output[0], generate_kwargs["max_new_tokens"])
+        stream.completion_tokens, stream.finish_reason = generated.completion_tokens, generated.finish_reason
 
     prompt_tokens = int(inputs["attention_mask"][0].sum())
     stream = RoutedStream(
@@ -355,6 +379,23 @@ def _encode(
     )
     device = next(loaded.model.parameters()).device
     return {key: value.to(device) for key, value in encoded.items()}
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops every row of a ``generate`` call once ``cancelled()`` is True (checked after each token)."""
+
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        stop = torch.full((input_ids.shape[0],), self.cancelled(), dtype=torch.bool, device=input_ids.device)
+        return stop  # type: ignore[return-value]
+
+
+def _stopped_by(cancelled: Callable[[], bool], generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``generate_kwargs`` with `_Cancelled` added to the caller's own ``stopping_criteria``, if any."""
+    criteria = StoppingCriteriaList([*generate_kwargs.get("stopping_criteria", []), _Cancelled(cancelled)])
+    return {**generate_kwargs, "stopping_criteria": criteria}
 
 
 def _run_generate(loaded: LoadedModel, inputs: dict[str, torch.Tensor], kwargs: dict[str, Any]) -> torch.Tensor:

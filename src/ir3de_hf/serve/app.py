@@ -2,22 +2,25 @@
 """The FastAPI app: OpenAI endpoints that route each request, ``/v1/route``, ``/v1/models``, ``/health``, ``/metrics``.
 
 Every refusal is an OpenAI error body (``{"error": {"message", "type", "param", "code"}}``) with status 400, 401,
-404, 413, 422 or 503; an unexpected failure is a 500 with a one-line message, never a traceback.
+404, 413, 422 or 503; an unexpected failure is a 500 with a one-line message, never a traceback. Once a stream has
+started, a failure is an error event in it, then ``[DONE]``. A client that goes away cancels its request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -28,13 +31,14 @@ from .backends import Backend, Delta, Job
 from .decision import Decider, decision_body, decision_header, routed_text
 from .errors import ServeError, error_body
 from .metrics import Metrics
-from .responses import Reply, sse
+from .responses import EventStream, Reply, sse
 from .schemas import ChatRequest, CompletionRequest, RouteRequest, invalid_number, invalid_text
 
 __all__ = ["ServeSettings", "create_app"]
 
 _LOG = logging.getLogger("ir3de_hf.serve")
 _Body = TypeVar("_Body", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -133,30 +137,47 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             )
         return limit
 
-    async def answer(endpoint: str, job: Job, decision: Decision, stream: bool) -> Response:
+    async def answer(request: Request, endpoint: str, job: Job, decision: Decision, stream: bool) -> Response:
         if job.body.get("stop") is not None and backend.kind == "local":
             raise ServeError(400, "stop sequences are not supported by the local backend.", param="stop")
         metrics.request(endpoint, decision.expert, decision.reason)
         reply = Reply(decision, chat=job.messages is not None)
         headers = {"x-ir3de-expert": decision_header(decision)}
         if not stream:
-            result = await backend.complete(job)
-            metrics.tokens(decision.expert, result.prompt_tokens, result.completion_tokens)
+            result = await _unless_gone(request, backend.complete(job))
+            metrics.tokens(decision.expert, result.usage.prompt_tokens, result.usage.completion_tokens)
             return JSONResponse(reply.body(result), headers=headers)
-        pieces = backend.stream(job).__aiter__()
-        first = await anext(pieces, Delta(""))  # a refusal or an unreachable expert fails here, before the headers
+        pieces = backend.stream(job)
+        # a refusal or an unreachable expert fails here, before the headers
+        first = await _unless_gone(request, anext(pieces, Delta("")))
+        return EventStream(events(reply, job, first, pieces), headers)
 
-        async def events() -> AsyncIterator[str]:
-            yield reply.event(first, first=True)
-            try:
-                async for delta in pieces:
-                    yield reply.event(delta)
-            except ServeError as error:  # the status is sent already: the error goes in the stream
-                metrics.error(error.status)
-                yield sse(error_body(error.status, error.message, error.param, error.code))
-            yield sse("[DONE]")
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    async def events(
+        reply: Reply, job: Job, first: Delta, pieces: AsyncGenerator[Delta, None]
+    ) -> AsyncGenerator[str, None]:
+        """The chunks of ``first`` and the other ``pieces``; the usage counts in the metrics and, when the client
+        asked for it, is the last chunk. The status is sent already: a failure is an error event."""
+        usage, opening = None, True
+        try:
+            async for delta in _preceded(first, pieces):
+                usage = delta.usage or usage
+                if delta.text or delta.finish_reason or delta.usage is None:  # not a usage-only piece
+                    yield reply.event(delta, first=opening)
+                    opening = False
+            if usage is not None:
+                metrics.tokens(job.expert, usage.prompt_tokens, usage.completion_tokens)
+                if job.include_usage:
+                    yield reply.usage_event(usage)
+        except ServeError as error:
+            metrics.error(error.status)
+            yield sse(error_body(error.status, error.message, error.param, error.code))
+        except Exception:
+            _LOG.exception("unexpected failure while streaming an answer of expert %r", job.expert)
+            metrics.error(500)
+            yield sse(error_body(500, "Internal error while streaming the answer; the server's log has the cause."))
+        finally:  # closes the backend's stream also when the client went away: its generation stops
+            await pieces.aclose()
+        yield sse("[DONE]")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -165,7 +186,7 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         messages = [{"role": message.role, "content": message.text} for message in chat.messages]
         limit = token_limit(chat.token_limit)
         job = Job(decision, limit, messages, None, chat.temperature, chat.top_p, body)
-        return await answer("chat", job, decision, chat.stream)
+        return await answer(request, "chat", job, decision, chat.stream)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -173,7 +194,7 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
         (decision,) = decide(completion.model, [completion.text])
         limit = token_limit(completion.token_limit)
         job = Job(decision, limit, None, completion.text, completion.temperature, completion.top_p, body)
-        return await answer("completions", job, decision, completion.stream)
+        return await answer(request, "completions", job, decision, completion.stream)
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
@@ -248,6 +269,38 @@ class _Guard:
         if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
             return _too_large(int(declared), self.settings.max_request_bytes)
         return None
+
+
+async def _unless_gone(request: Request, work: Awaitable[_T]) -> _T:
+    """``work``'s result; if the client goes away first, ``work`` is cancelled (which stops its generation) and
+    `ServeError` 499 is raised: a handler is not cancelled when its client disconnects."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request.receive))
+    try:
+        done, _ = await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task not in done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ServeError(499, "The client closed the connection before the answer was ready.")
+    return task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has gone away (the request's body is read already: nothing else can arrive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _preceded(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    yield first
+    async for delta in rest:
+        yield delta
 
 
 def _too_large(size: int, limit: int) -> ServeError:

@@ -59,7 +59,7 @@ class Metrics:
                     f'ir3de_requests_total{{endpoint="{e}",expert="{x}",reason="{r}"}} {n}'
                     for (e, x, r), n in sorted(self._requests.items())
                 ),
-                "# HELP ir3de_tokens_total Prompt and completion tokens per expert (non-streamed answers).",
+                "# HELP ir3de_tokens_total Prompt and completion tokens per expert (a stream once it ends).",
                 "# TYPE ir3de_tokens_total counter",
                 *(f'ir3de_tokens_total{{expert="{x}",kind="{k}"}} {n}' for (x, k), n in sorted(self._tokens.items())),
                 "# HELP ir3de_fallbacks_total Requests sent to the fallback expert because the router was unsure.",

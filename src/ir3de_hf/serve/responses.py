@@ -1,19 +1,24 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """OpenAI response bodies and stream chunks for chat (``chat.completion``) and text (``text_completion``) answers,
-each with ``model`` set to the expert that answered and the routing decision in an extra ``ir3de`` field."""
+each with ``model`` set to the expert that answered and the routing decision in an extra ``ir3de`` field; and the
+streaming response that carries the chunks."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
 from ..outputs import Decision
-from .backends import Answer, Delta
+from .backends import Answer, Delta, Usage
 from .decision import decision_body
 
-__all__ = ["Reply", "sse"]
+__all__ = ["EventStream", "Reply", "sse"]
 
 
 class Reply:
@@ -31,15 +36,10 @@ class Reply:
         else:
             choice = {"index": 0, "text": answer.text}
         choice.update(finish_reason=answer.finish_reason, logprobs=None)
-        usage = {
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-        }
         return {
             **self._head("chat.completion" if self.chat else "text_completion"),
             "choices": [choice],
-            "usage": usage,
+            "usage": _usage(answer.usage),
         }
 
     def event(self, delta: Delta, first: bool = False) -> str:
@@ -52,19 +52,45 @@ class Reply:
         else:
             choice = {"index": 0, "text": delta.text, "logprobs": None}
         choice["finish_reason"] = delta.finish_reason
-        chunk = {**self._head("chat.completion.chunk" if self.chat else "text_completion"), "choices": [choice]}
-        if not first:
-            del chunk["ir3de"]
-        return sse(chunk)
+        return sse({**self._head(self._chunk_kind, with_decision=first), "choices": [choice]})
 
-    def _head(self, kind: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.decision.expert,
-            "ir3de": decision_body(self.decision),
-        }
+    def usage_event(self, usage: Usage) -> str:
+        """The last chunk before ``[DONE]`` when the client asked for ``stream_options.include_usage``, the OpenAI
+        way: no choices, the usage of the whole answer."""
+        return sse({**self._head(self._chunk_kind, with_decision=False), "choices": [], "usage": _usage(usage)})
+
+    @property
+    def _chunk_kind(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
+
+    def _head(self, kind: str, with_decision: bool = True) -> dict[str, Any]:
+        head: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created, "model": self.decision.expert}
+        if with_decision:
+            head["ir3de"] = decision_body(self.decision)
+        return head
+
+
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` of ``events`` that closes them when it ends, however it ends: Starlette leaves the
+    generator of a client that went away suspended (to the garbage collector), closing it stops the answer now."""
+
+    def __init__(self, events: AsyncGenerator[str, None], headers: Mapping[str, str]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._events.aclose()
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
 
 
 def sse(payload: dict[str, Any] | str) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "CompletionRequest",
     "GenerationRequest",
     "RouteRequest",
+    "StreamOptions",
     "invalid_number",
     "invalid_text",
 ]
@@ -84,6 +85,14 @@ class ChatMessage(BaseModel):
         return self
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: ``include_usage`` asks for a last chunk with the usage (and no choices) before [DONE]."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool | None = None
+
+
 # OpenAI's ranges: (lowest, highest, whether the lowest is excluded)
 _RANGES = {
     "temperature": (0.0, 2.0, False),
@@ -107,6 +116,7 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     n: int = 1
     stop: Annotated[str | list[str] | None, _either("a string, a list of strings or null")] = None
+    stream_options: StreamOptions | None = None
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty")
     @classmethod
@@ -128,6 +138,13 @@ class GenerationRequest(BaseModel):
         if n != 1:
             raise ValueError("only n=1 is supported; send several requests for several answers")
         return n
+
+    @model_validator(mode="after")
+    def _stream_options_with_stream(self) -> GenerationRequest:
+        """As OpenAI: ``stream_options`` means nothing without ``stream: true``, so it is a mistake, not a no-op."""
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
 
 class ChatRequest(GenerationRequest):

@@ -1,16 +1,19 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""What a backend is given (`Job`) and returns (`Answer`, or `Delta` s when streaming), whatever answers it."""
+"""What a backend is given (`Job`) and returns (`Answer`, or `Delta` s when streaming), whatever answers it.
+
+A backend stops working on a request whose coroutine is cancelled or whose stream is closed (its client went away).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ...outputs import Decision
 
-__all__ = ["Answer", "Backend", "Delta", "Job"]
+__all__ = ["Answer", "Backend", "Delta", "Job", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -32,21 +35,36 @@ class Job:
     def expert(self) -> str:
         return self.decision.expert
 
+    @property
+    def include_usage(self) -> bool:
+        """Whether the client asked for a stream's usage (``stream_options.include_usage``, checked by the schema)."""
+        options = self.body.get("stream_options") or {}
+        return bool(options.get("include_usage"))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The tokens of one answer, as the expert counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
 
 @dataclass(frozen=True)
 class Answer:
     text: str
-    prompt_tokens: int
-    completion_tokens: int
+    usage: Usage
     finish_reason: str
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of a streamed answer; the last one carries the ``finish_reason``."""
+    """A piece of a streamed answer; one carries the ``finish_reason``, and one the ``usage`` when it is known
+    (a remote expert sends it alone, after its last text)."""
 
     text: str
     finish_reason: str | None = None
+    usage: Usage | None = None
 
 
 class Backend(Protocol):
@@ -54,6 +72,6 @@ class Backend(Protocol):
 
     async def complete(self, job: Job) -> Answer: ...
 
-    def stream(self, job: Job) -> AsyncIterator[Delta]: ...
+    def stream(self, job: Job) -> AsyncGenerator[Delta, None]: ...
 
     async def aclose(self) -> None: ...

@@ -6,7 +6,9 @@ adapters of one base model (`ir3de_hf.generation.answer` is given each prompt's 
 mixed-adapter batch). The token counts and finish reasons are the generation's own: nothing is tokenized again.
 
 One thread owns the pool, so experts are loaded, switched and unloaded by one caller (peft's active adapter is
-global state of the shared base model); the event loop only routes and waits.
+global state of the shared base model); the event loop only routes and waits. A request whose client went away is
+dropped if it has not started, and its generation stops at the next token if it has (a batch's once all of its
+requests are gone), so an abandoned long answer never holds the worker.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...generation import answer, answer_stream, chat_prompt
 from ..errors import ServeError
-from . import Answer, Delta, Job
+from . import Answer, Delta, Job, Usage
 
 if TYPE_CHECKING:
     from ...modeling_ir3de import IR3DERouterModel
@@ -35,13 +37,15 @@ _DONE = object()
 
 @dataclass
 class _Pending:
-    """A job waiting for the worker, and where its result goes (a future, or a queue of stream pieces)."""
+    """A job waiting for the worker, where its result goes (a future, or a queue of stream pieces), and whether its
+    client went away (set by the request's coroutine, read by the worker)."""
 
     job: Job
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Answer] | None = None
     pieces: asyncio.Queue[Any] | None = None
     key: tuple[Any, ...] = ()
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class LocalBackend:
@@ -68,17 +72,24 @@ class LocalBackend:
         pending = _Pending(job, loop, future=loop.create_future())
         self._queue.put(pending)
         assert pending.future is not None
-        return await pending.future
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            pending.cancelled.set()
+            raise
 
-    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+    async def stream(self, job: Job) -> AsyncGenerator[Delta, None]:
         loop = asyncio.get_running_loop()
         pending = _Pending(job, loop, pieces=asyncio.Queue())
         self._queue.put(pending)
         assert pending.pieces is not None
-        while (piece := await pending.pieces.get()) is not _DONE:
-            if isinstance(piece, BaseException):
-                raise piece
-            yield piece
+        try:
+            while (piece := await pending.pieces.get()) is not _DONE:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+        finally:  # closed or cancelled before the end: the client went away (after the end this changes nothing)
+            pending.cancelled.set()
 
     async def aclose(self) -> None:
         self._queue.put(None)
@@ -87,6 +98,8 @@ class LocalBackend:
 
     def _work(self) -> None:
         while (first := self._held.popleft() if self._held else self._queue.get()) is not None:
+            if first.cancelled.is_set():
+                continue
             self._set_key(first)
             if first.pieces is not None:
                 self._run_stream(first)
@@ -109,6 +122,8 @@ class LocalBackend:
             if arrived is None:
                 self._queue.put(None)  # shut down once this batch is answered
                 break
+            if arrived.cancelled.is_set():
+                continue
             self._set_key(arrived)
             if arrived.key == first.key and arrived.pieces is None:
                 batch.append(arrived)
@@ -143,13 +158,13 @@ class LocalBackend:
                     [jobs[index].decision for index in rows],
                     use_chat_template=templated,
                     batch_size=len(rows),
+                    cancelled=lambda: all(pending.cancelled.is_set() for pending in batch),
                     max_new_tokens=jobs[0].max_tokens,
                     **_sampling(jobs[0]),
                 )
                 for index, result in zip(rows, results, strict=True):
-                    answered[index] = Answer(
-                        result.text, result.prompt_tokens, result.completion_tokens, result.finish_reason
-                    )
+                    usage = Usage(result.prompt_tokens, result.completion_tokens)
+                    answered[index] = Answer(result.text, usage, result.finish_reason)
             outcomes: list[Answer | BaseException] = [answered[index] for index in range(len(batch))]
         except Exception as error:  # handed to each waiting request, never lost in the thread
             outcomes = [_refusal(error)] * len(batch)
@@ -168,12 +183,14 @@ class LocalBackend:
                 prompt,
                 job.decision,
                 use_chat_template=templated,
+                cancelled=pending.cancelled.is_set,
                 max_new_tokens=job.max_tokens,
                 **_sampling(job),
             )
             for chunk in stream:
                 pending.loop.call_soon_threadsafe(put, Delta(chunk))
-            pending.loop.call_soon_threadsafe(put, Delta("", stream.finish_reason or "stop"))
+            usage = Usage(stream.prompt_tokens, stream.completion_tokens or 0)
+            pending.loop.call_soon_threadsafe(put, Delta("", stream.finish_reason or "stop", usage))
         except Exception as error:  # raised in the request's coroutine
             pending.loop.call_soon_threadsafe(put, _refusal(error))
         pending.loop.call_soon_threadsafe(put, _DONE)

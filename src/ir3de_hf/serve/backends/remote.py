@@ -4,14 +4,16 @@ expert, another ``ir3de serve``...). The client's request is forwarded with ``mo
 model name; answers and streams come back through one pooled httpx client per expert.
 
 Connection failures, timeouts and 502/503/504 answers are retried (before any streamed byte); an expert whose server
-stays unreachable gives 503 for the requests routed to it, the other experts keep answering.
+stays unreachable gives 503 for the requests routed to it, the other experts keep answering. An answer that is not
+a well-formed OpenAI one (bad usage, no choices, a stream without ``data: [DONE]``) is a 502 naming the expert and
+what it sent. Streams always ask the expert for its usage (``stream_options.include_usage``), for the metrics; a
+client that goes away closes the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import httpx
 
 from ..errors import ServeError
 from . import Answer, Delta, Job
+from .upstream import BadAnswer, answer_of, deltas_of
 
 __all__ = ["RemoteBackend", "RemoteEndpoint", "parse_expert_url"]
 
@@ -74,12 +77,18 @@ class RemoteBackend:
                 failure: str = _describe(error)
             else:
                 if response.status_code not in _RETRIED_STATUSES:
-                    return _answer(job, self._checked(job.expert, response))
+                    self._refused(job.expert, response)
+                    try:
+                        return answer_of(_json(response), chat=job.messages is not None)
+                    except BadAnswer as error:
+                        raise self._bad(job.expert, str(error)) from None
                 failure = f"it answered {response.status_code}"
             await _backoff(attempt, self.retries)
         raise self._unavailable(job.expert, failure)
 
-    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+    async def stream(self, job: Job) -> AsyncGenerator[Delta, None]:
+        """The expert's pieces; the upstream response is closed on leaving, also when the stream is closed early
+        (``async with``: closing or cancelling this generator closes the connection)."""
         path, body = self._request(job, stream=True)
         for attempt in range(self.retries + 1):
             started = False
@@ -90,10 +99,16 @@ class RemoteBackend:
                     else:
                         if response.status_code >= 400:
                             await response.aread()
-                            self._checked(job.expert, response)
-                        async for delta in _deltas(response, chat=job.messages is not None):
-                            started = True
-                            yield delta
+                            self._refused(job.expert, response)
+                        counted = False
+                        try:
+                            async for delta in deltas_of(response.aiter_lines(), chat=job.messages is not None):
+                                started, counted = True, counted or delta.usage is not None
+                                yield delta
+                        except BadAnswer as error:
+                            raise self._bad(job.expert, str(error)) from None
+                        if job.include_usage and not counted:
+                            raise self._bad(job.expert, "a stream without the usage that stream_options asks for")
                         return
             except httpx.TransportError as error:
                 if started:
@@ -107,22 +122,29 @@ class RemoteBackend:
 
     def _request(self, job: Job, stream: bool) -> tuple[str, dict[str, Any]]:
         body = {**job.body, "model": self.experts[job.expert].model, "stream": stream}
-        body.pop("stream_options", None)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        else:
+            body.pop("stream_options", None)
         return ("/chat/completions" if job.messages is not None else "/completions"), body
 
-    def _checked(self, name: str, response: httpx.Response) -> dict[str, Any]:
-        """The answer's JSON, or the expert server's refusal passed on with its status and message."""
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if response.status_code >= 400:
-            error = payload.get("error") if isinstance(payload, dict) else None
-            detail = error.get("message") if isinstance(error, dict) else response.text[:200]
-            raise ServeError(response.status_code, f"Expert {name!r}'s server refused the request: {detail}")
-        if not isinstance(payload, dict) or not payload.get("choices"):
-            raise self._unavailable(name, "it answered something that is not an OpenAI completion")
-        return payload
+    def _refused(self, name: str, response: httpx.Response) -> None:
+        """The expert server's refusal (a status >= 400), passed on with its status and message."""
+        if response.status_code < 400:
+            return
+        payload = _json(response)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else response.text[:200]
+        raise ServeError(response.status_code, f"Expert {name!r}'s server refused the request: {detail}")
+
+    def _bad(self, name: str, what: str) -> ServeError:
+        url = self.experts[name].base_url
+        return ServeError(
+            502,
+            f"Expert {name!r}'s server {url} answered {what}; check that it serves the OpenAI API (vLLM, another "
+            "ir3de serve) and that it is healthy.",
+            code="bad_expert_answer",
+        )
 
     def _unavailable(self, name: str, why: str) -> ServeError:
         url = self.experts[name].base_url
@@ -143,27 +165,9 @@ def _describe(error: httpx.TransportError) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def _answer(job: Job, payload: dict[str, Any]) -> Answer:
-    choice = payload["choices"][0]
-    text = (choice.get("message") or {}).get("content") if job.messages is not None else choice.get("text")
-    usage = payload.get("usage") or {}
-    return Answer(
-        text or "",
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        choice.get("finish_reason") or "stop",
-    )
-
-
-async def _deltas(response: httpx.Response, chat: bool) -> AsyncIterator[Delta]:
-    """The text pieces of an OpenAI server-sent-event stream, up to ``data: [DONE]``."""
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[len("data:") :].strip()
-        if data == "[DONE]":
-            return
-        chunk = json.loads(data)
-        for choice in chunk.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-            yield Delta(text or "", choice.get("finish_reason"))
+def _json(response: httpx.Response) -> object:
+    """The body's JSON; a body that is not JSON is left for `answer_of` to name (its text, cut)."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
