@@ -118,6 +118,20 @@ TYPE_CASES = [
         "Input should be a string or a list of strings (got 5)",
     ),
     ("route model a number", "route", {"model": "3"}, "model", "Input should be a valid string (got 3)"),
+    (
+        "stream_options without stream",
+        "chat",
+        {"stream_options": '{"include_usage": true}'},
+        "stream_options",
+        "stream_options is only allowed when stream is true",
+    ),
+    (
+        "text stream_options with stream false",
+        "text",
+        {"stream": "false", "stream_options": '{"include_usage": true}'},
+        "stream_options",
+        "stream_options is only allowed when stream is true",
+    ),
 ]
 FINITE = "must be a finite number between"
 NUMBER_CASES = [

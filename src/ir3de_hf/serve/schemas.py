@@ -139,12 +139,13 @@ class GenerationRequest(BaseModel):
             raise ValueError("only n=1 is supported; send several requests for several answers")
         return n
 
-    @model_validator(mode="after")
-    def _stream_options_with_stream(self) -> GenerationRequest:
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, options: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
         """As OpenAI: ``stream_options`` means nothing without ``stream: true``, so it is a mistake, not a no-op."""
-        if self.stream_options is not None and not self.stream:
+        if options is not None and not info.data.get("stream"):
             raise ValueError("stream_options is only allowed when stream is true")
-        return self
+        return options
 
 
 class ChatRequest(GenerationRequest):
