@@ -29,7 +29,7 @@ import gradio as gr
 import pandas as pd
 from benchmark_eval import PROMPT_TOKENS, evaluate_router
 from PIL import Image, ImageOps
-from router_snapshots import RouterHolder, SessionRouters
+from router_snapshots import RouterHolder, SessionEvicted, SessionRouters
 
 from ir3de_hf import IR3DERouterModel
 
@@ -98,8 +98,13 @@ def build_demo(routers: SessionRouters) -> gr.Blocks:
 
 
 def session(routers: SessionRouters, request: gr.Request | None) -> RouterHolder:
-    """The visitor's session (a call without a request, e.g. from Python, is the session ``None``)."""
-    return routers.session(_key(request))
+    """The visitor's session (a call without a request, e.g. from Python, is the session ``None``). A session whose
+    router was evicted since its last call is told so: this call is refused with the reason, the next one runs on the
+    starting router."""
+    try:
+        return routers.session(_key(request))
+    except SessionEvicted as evicted:
+        raise gr.Error(str(evicted), title="Session cleared", print_exception=False) from evicted
 
 
 def sampling_controls(render: bool = True) -> tuple[gr.Slider, gr.Slider, gr.Slider]:

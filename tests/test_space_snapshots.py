@@ -18,7 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space_app"))
 import app
 import display
 import endpoints
-from router_snapshots import MAX_SESSIONS, RouterHolder, SessionRouters, clone_router
+from router_snapshots import (
+    MAX_SESSION_BYTES,
+    MAX_SESSIONS,
+    RouterHolder,
+    SessionEvicted,
+    SessionRouters,
+    clone_router,
+    router_bytes,
+    storages,
+)
 
 from ir3de_hf import IR3DERouterModel
 
@@ -44,6 +53,7 @@ def routers(_routers: SessionRouters) -> Iterator[SessionRouters]:
         _routers.end(key)
     yield _routers
     _routers.max_sessions = MAX_SESSIONS
+    _routers.max_bytes = MAX_SESSION_BYTES
 
 
 @pytest.fixture
@@ -310,6 +320,64 @@ def test_the_session_cap_is_checked() -> None:
     for bad in (0, -1, 2.5, True, "8"):
         with pytest.raises(ValueError, match="max_sessions must be an integer >= 1"):
             SessionRouters(lambda: None, max_sessions=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_the_session_byte_bound_is_checked(bad) -> None:
+    with pytest.raises(ValueError, match="max_bytes must be an integer >= 1"):
+        SessionRouters(lambda: None, max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_a_session_costs_the_tensors_it_does_not_share(routers, domain_texts) -> None:
+    """An unedited copy shares every tensor with the starting router (0 bytes); an added expert costs its
+    statistics, far less than the router with its embedding table."""
+    start = routers.start
+    assert router_bytes(clone_router(start), storages(start)) == 0
+    routers.edit("a", lambda router: router.add_expert("docs", texts=domain_texts["docs"][::2]))
+    added = router_bytes(routers.current("a"), storages(start))
+    assert 0 < added < router_bytes(start) and routers.held_bytes == added
+
+
+def _add_docs(routers: SessionRouters, key: str, domain_texts) -> None:
+    routers.edit(key, lambda router: router.add_expert("docs", texts=domain_texts["docs"][::2]))
+
+
+def test_sessions_are_bounded_by_bytes_and_the_evicted_visitor_is_told_once(routers, domain_texts) -> None:
+    _add_docs(routers, "probe", domain_texts)
+    one = routers.held_bytes
+    routers.end("probe")
+    routers.max_bytes = 2 * one + one // 2  # two sessions with an added expert fit, three do not
+    for key in ("a", "b", "c"):
+        _add_docs(routers, key, domain_texts)
+    assert routers.sessions == ["b", "c"] and routers.held_bytes == 2 * one <= routers.max_bytes
+    with pytest.raises(SessionEvicted, match=r"^Your session's edits were cleared: .* at most 32 sessions and [\d.,]+ MB"):
+        routers.session("a")
+    assert routers.session("a").current is routers.start  # told once: from then on, the starting router
+    assert endpoints.experts(routers.session("a"))["experts"][-1]["name"] == "legal"
+    assert routers.current("b").expert_names[-1] == "docs"  # the others keep their edits, untold
+    routers.session("b")
+
+
+def test_a_visitor_who_left_or_reset_is_not_told(routers, domain_texts) -> None:
+    routers.max_sessions = 1
+    _add_docs(routers, "a", domain_texts)
+    _add_docs(routers, "b", domain_texts)  # evicts "a"
+    routers.end("a")  # the tab was closed meanwhile
+    routers.session("a")
+    _add_docs(routers, "a", domain_texts)  # evicts "b", whose visitor then edits again: the edit clears the notice
+    _add_docs(routers, "b", domain_texts)
+    assert routers.sessions == ["b"]
+    routers.session("b")
+
+
+def test_an_edit_over_the_byte_bound_alone_is_refused_and_changes_nothing(routers, domain_texts) -> None:
+    _add_docs(routers, "a", domain_texts)
+    routers.max_bytes = 100_000
+    before = routers.current("a")
+    with pytest.raises(gr.Error, match=r"would make your session's router hold [\d.,]+ MB, more than the 0\.1 MB"):
+        endpoints.add_expert(routers.session("a"), "more", " ".join(domain_texts["legal"][::2]))
+    assert routers.current("a") is before and routers.sessions == ["a"]
+    routers.session("a")  # no notice: nothing was evicted
 
 
 # ------------------------------------------------------------------------------------------------ sampling, chat
