@@ -449,7 +449,6 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
         {"role": "assistant", "content": "thinking", "metadata": {"title": "a thought"}},
         {"role": "system", "content": "ignored"},
         {"role": "user", "content": [{"path": "/tmp/picture.png"}]},  # a file: no text
-        "not a message",
     ]
     assert endpoints._chat_turns(history) == [
         {"role": "user", "content": "first"},
@@ -457,6 +456,49 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
         {"role": "user", "content": "second"},
         {"role": "assistant", "content": "more"},
     ]
+    with pytest.raises(gr.Error, match=r"history's message 7 must be an object with a 'role' .*got str 'not a message'"):
+        endpoints._chat_turns([*history, "not a message"])  # refused since issue 23 (it was skipped)
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ("notalist", r"must be a list of messages, got str 'notalist': send a list of \{'role'"),
+        ({"role": "user", "content": "hi"}, r"must be a list of messages, got dict"),
+        (42, r"must be a list of messages, got int 42"),
+        ([["hello", "hi there"]], r"message 0 must be an object with a 'role'.*got list \['hello', 'hi there'\]"),
+        ([{"content": "no role"}], r"message 0 must be an object with a 'role'.*got dict"),
+        ([{"role": "user", "content": "ok"}, {"role": "robot", "content": "x"}], r"message 1 must be an object"),
+    ],
+    ids=["string", "one-message", "number", "pairs", "no-role", "unknown-role"],
+)
+def test_a_chat_history_that_is_not_a_list_of_messages_is_refused(holder, history, message) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(endpoints.chat(holder, "hello", history, 8))
+    assert holder.current is holder.routers.start
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ("def add(x):\n    # one more\n    return x + 1", "```\ndef add(x):\n    # one more\n    return x + 1\n```"),
+        ("# a shell comment\nls -la", "```\n# a shell comment\nls -la\n```"),
+        ("int main() {\n  return 0;\n}", "```\nint main() {\n  return 0;\n}\n```"),
+        ("Here it is:\n```python\nprint(1)\n```", "Here it is:\n```python\nprint(1)\n```"),  # fenced already
+        ("The licensee may not sublicense.\nIt needs consent.", "The licensee may not sublicense.\nIt needs consent."),
+        ("", ""),
+    ],
+    ids=["python", "comment-heading", "braces", "fenced", "prose", "empty"],
+)
+def test_code_answers_are_shown_verbatim_in_a_code_block(answer, shown) -> None:
+    assert display.answer_markdown(answer) == shown
+    assert display.answer_text(shown) == answer  # what the expert sees of its answer on the next turn
+
+
+def test_a_chat_history_of_code_answers_gives_the_expert_its_own_text() -> None:
+    code = "def add(x):\n    # one more\n    return x + 1"
+    shown = f"Routed to **code** · margin 0.300 · confident (≥ 0.03)\n\n{display.answer_markdown(code)}"
+    assert endpoints._chat_turns([{"role": "assistant", "content": shown}]) == [{"role": "assistant", "content": code}]
 
 
 def test_route_says_whether_the_router_is_confident(holder, domain_texts) -> None:
