@@ -186,7 +186,8 @@ class SessionRouters:
             if size > self.max_bytes:
                 raise ValueError(
                     f"This edit would make your session's router hold {_megabytes(size)}, more than the "
-                    f"{_megabytes(self.max_bytes)} the Space keeps for all sessions; remove an expert or add less text."
+                    f"{_megabytes(self.max_bytes)} the Space keeps for all sessions; remove an expert or add less "
+                    "text."
                 )
             with self._lock:
                 self._sessions[session] = (clone, size)

@@ -350,7 +350,9 @@ def test_sessions_are_bounded_by_bytes_and_the_evicted_visitor_is_told_once(rout
     for key in ("a", "b", "c"):
         _add_docs(routers, key, domain_texts)
     assert routers.sessions == ["b", "c"] and routers.held_bytes == 2 * one <= routers.max_bytes
-    with pytest.raises(SessionEvicted, match=r"^Your session's edits were cleared: .* at most 32 sessions and [\d.,]+ MB"):
+    with pytest.raises(
+        SessionEvicted, match=r"^Your session's edits were cleared: .* at most 32 sessions and [\d.,]+ MB"
+    ):
         routers.session("a")
     assert routers.session("a").current is routers.start  # told once: from then on, the starting router
     assert endpoints.experts(routers.session("a"))["experts"][-1]["name"] == "legal"
@@ -456,7 +458,9 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
         {"role": "user", "content": "second"},
         {"role": "assistant", "content": "more"},
     ]
-    with pytest.raises(gr.Error, match=r"history's message 7 must be an object with a 'role' .*got str 'not a message'"):
+    with pytest.raises(
+        gr.Error, match=r"history's message 7 must be an object with a 'role' .*got str 'not a message'"
+    ):
         endpoints._chat_turns([*history, "not a message"])  # refused since issue 23 (it was skipped)
 
 
