@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 # A session's own router costs its statistics: about 25 MB with one added expert (its cached (d+1)^2 moments and a
-# V x N score table for SmolLM2), about 100 MB at the Space's 24-expert limit; 32 sessions stay within ~3 GB.
+# V x N score table for SmolLM2), about 100 MB at the Space's 24-expert limit, so 32 sessions could reach ~3 GB: the
+# byte bound keeps them under 2 GB (a free CPU Space has 16 GB, shared with the encoder and the expert models).
 MAX_SESSIONS = 32
 MAX_SESSION_BYTES = 2_000_000_000  # all sessions' own routers together (`router_bytes`)
 _NOTICES = 4096  # evicted sessions remembered until their next call (a forgotten one is simply not told)
