@@ -5,8 +5,9 @@ Gradio 6 hides an event with ``api_visibility="private"`` from the API page and 
 still runs it when a raw HTTP call names it (``POST /gradio_api/call/show_decision``; gradio-app/gradio#13051, fixed
 in its docs only). The page's own events take the page's values, not a caller's, so such a call ended in a raw
 error (``"'confidence'"``) or a bare 500. `PublicEndpointsOnly` answers every call by name of an event that is not
-public with a 404 that lists the Space's endpoints. The page itself calls its events by index through the queue,
-which this leaves alone.
+public with a 404 that lists the Space's endpoints. The page itself calls its events by index, through the queue
+(``/gradio_api/queue/join``) or, for an event that skips the queue, as ``/gradio_api/run/predict`` with the index in
+the body (Gradio's JS client): both are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = ["PublicEndpointsOnly", "public_endpoints"]
 
 # Gradio's routes that take an event's name: /run/NAME, /api/NAME, /call/NAME and /call/v2/NAME (with a trailing /)
 _BY_NAME = re.compile(r"/gradio_api/(?:run|api|call/v2|call)/(?P<name>[^/]+)/?$")
+_BY_INDEX = re.compile(r"/gradio_api/run/predict/?$")  # how the page calls an event that skips the queue
 
 
 def public_endpoints(blocks: Any) -> list[str]:
@@ -39,7 +41,8 @@ class PublicEndpointsOnly:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        called = _BY_NAME.search(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        by_name = scope["type"] == "http" and scope["method"] == "POST" and not _BY_INDEX.search(scope["path"])
+        called = _BY_NAME.search(scope["path"]) if by_name else None
         if called is not None:
             public = public_endpoints(scope["app"].get_blocks())
             name = "/" + called["name"]

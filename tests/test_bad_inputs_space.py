@@ -395,6 +395,15 @@ def test_every_route_by_name_refuses_page_events(space: Space, route: str) -> No
     _assert_state_unchanged(space)
 
 
+def test_the_page_still_calls_its_unqueued_events_by_index(space: Space) -> None:
+    """Gradio's JS client posts an event that skips the queue to /run/predict with its index: not refused."""
+    (clear,) = [d for d in space.client.config["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
+    assert clear["queue"] is False and clear["api_visibility"] == "private"
+    body = {"data": ["a message"], "fn_index": clear["id"], "session_hash": "page"}
+    answer = httpx.post(f"{space.url}gradio_api/run/predict", json=body)
+    assert answer.status_code == 200 and answer.json()["data"][0]["value"] == "", answer.text  # the textbox cleared
+
+
 def test_public_endpoints_are_still_called_over_http(space: Space) -> None:
     event, data = _raw_call(space, "/route", json.dumps({"data": [space.prompt]}))
     assert event == "complete" and data[0]["expert"] == space.route["expert"]
