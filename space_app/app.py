@@ -29,7 +29,9 @@ import gradio as gr
 import pandas as pd
 from benchmark_eval import PROMPT_TOKENS, evaluate_router
 from PIL import Image, ImageOps
-from router_snapshots import RouterHolder, SessionRouters
+from public_api import PublicEndpointsOnly
+from router_snapshots import RouterHolder, SessionEvicted, SessionRouters
+from starlette.middleware import Middleware
 
 from ir3de_hf import IR3DERouterModel
 
@@ -98,8 +100,13 @@ def build_demo(routers: SessionRouters) -> gr.Blocks:
 
 
 def session(routers: SessionRouters, request: gr.Request | None) -> RouterHolder:
-    """The visitor's session (a call without a request, e.g. from Python, is the session ``None``)."""
-    return routers.session(_key(request))
+    """The visitor's session (a call without a request, e.g. from Python, is the session ``None``). A session whose
+    router was evicted since its last call is told so: this call is refused with the reason, the next one runs on the
+    starting router."""
+    try:
+        return routers.session(_key(request))
+    except SessionEvicted as evicted:
+        raise gr.Error(str(evicted), title="Session cleared", print_exception=False) from evicted
 
 
 def sampling_controls(render: bool = True) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
@@ -328,13 +335,13 @@ def chat_tab(routers: SessionRouters) -> None:
         max_new_tokens: object = DEFAULT_MAX_NEW_TOKENS,
         temperature: object = 0.0,
         top_p: object = 1.0,
-        history: list[dict[str, Any]] | None = None,
+        history: object = None,
         request: gr.Request | None = None,
     ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """One chat turn of the session's conversation: routes the message, streams the chosen expert's answer
         (first line: the decision), and keeps the turn in the session's history."""
         holder = session(routers, request)
-        history = list(history or [])[-endpoints.MAX_CHAT_MESSAGES :]  # what the expert sees: no more is kept
+        history = endpoints.chat_history(history)[-endpoints.MAX_CHAT_MESSAGES :]  # what the expert sees is kept
         for text in endpoints.chat(holder, message, history, max_new_tokens, temperature, top_p):
             yield text, [*history, {"role": "user", "content": message}, {"role": "assistant", "content": text}]
 
@@ -568,8 +575,15 @@ def launch_options() -> dict[str, Any]:
     file carries its JSON around the text), and ``show_error``: the visitor's mistakes are refused with `gr.Error`
     by `endpoints`, and the few that Gradio itself refuses before any handler runs (a file argument that is not an
     uploaded file, missing input values in a raw HTTP call) then still reach the caller as their message instead of
-    an empty error."""
-    return {"theme": gr.themes.Soft(), "max_file_size": 3 * endpoints.MAX_EXPERT_TEXT_BYTES, "show_error": True}
+    an empty error. ``app_kwargs`` adds `public_api.PublicEndpointsOnly`: only the public endpoints can be called by
+    name."""
+    middleware = [Middleware(PublicEndpointsOnly)]  # a raw HTTP call of a page event by name: a 404, not a run
+    return {
+        "theme": gr.themes.Soft(),
+        "max_file_size": 3 * endpoints.MAX_EXPERT_TEXT_BYTES,
+        "show_error": True,
+        "app_kwargs": {"middleware": middleware},
+    }
 
 
 def main() -> None:

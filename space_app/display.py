@@ -1,5 +1,6 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""How the Space draws experts and tokens: one colour per expert index, and whitespace tokens made visible.
+"""How the Space draws experts, tokens and answers: one colour per expert index, whitespace tokens made visible, and
+chat answers that look like code kept verbatim in a code block.
 
 The palette is qualitative and ordered so that the first colours are the most distinct: it was chosen among the
 Okabe-Ito, Paul Tol (bright, muted, vibrant) and matplotlib tab10 colours, greys left out, by maximising the smallest
@@ -12,9 +13,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PALETTE", "delta_e", "delta_e_lab", "expert_colors", "min_distance", "tint", "visible_token"]
+__all__ = [
+    "PALETTE",
+    "answer_markdown",
+    "answer_text",
+    "delta_e",
+    "delta_e_lab",
+    "expert_colors",
+    "looks_like_code",
+    "min_distance",
+    "tint",
+    "visible_token",
+]
 
 PALETTE = [
     "#0072b2",  # blue (Okabe-Ito)
@@ -45,6 +58,14 @@ PALETTE = [
 CHIP_ALPHA = 0.5  # Gradio's HighlightedText draws a token's background as its colour at 50% opacity on white
 # Whitespace drawn as visible marks in the token view (the /route JSON keeps the prompt's own text).
 _VISIBLE = {" ": "·", "\n": "⏎", "\t": "→", "\r": "", "\u00a0": "·"}
+FENCE = "```"
+# A line Markdown would change and code keeps: indented (Markdown drops the indentation or makes it a block of its
+# own), a comment or directive starting with "#" (a heading in Markdown), a Python / C-like statement keyword, or a
+# line ending in a brace or a semicolon.
+_CODE_LINE = re.compile(
+    r"^(?:[ \t]{2,}\S|#|(?:def|class|import|from|return|for|while|if|elif|else|try|except|with|print|const|let|var|"
+    r"function|public|private|static|void|int|fn|func|package|SELECT|select)\b)|[{};]\s*$"
+)
 
 
 def expert_colors(names: Sequence[str]) -> dict[str, str]:
@@ -58,6 +79,28 @@ def visible_token(text: str) -> str:
     if text.strip():
         return text
     return "".join(_VISIBLE.get(character, "·") for character in text) or "·"
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether a line of ``text`` is one Markdown would change but code keeps (see ``_CODE_LINE``)."""
+    return any(_CODE_LINE.search(line) for line in text.splitlines())
+
+
+def answer_markdown(text: str) -> str:
+    """A chat answer as the Chatbot's Markdown should show it: an answer that looks like code and has no code fence
+    of its own goes, verbatim, into one code block (so a ``# comment`` is not a heading and indentation stays);
+    anything else (prose, or an answer the expert fenced itself) is unchanged."""
+    if FENCE in text or not looks_like_code(text):
+        return text
+    return f"{FENCE}\n{text}\n{FENCE}"
+
+
+def answer_text(markdown: str) -> str:
+    """The answer that `answer_markdown` drew (the expert's own text, for the conversation it is shown next)."""
+    inner = markdown.removeprefix(f"{FENCE}\n").removesuffix(f"\n{FENCE}")
+    if len(inner) == len(markdown) - 2 * len(FENCE) - 2 and FENCE not in inner:
+        return inner
+    return markdown
 
 
 def tint(color: str, alpha: float = CHIP_ALPHA) -> str:

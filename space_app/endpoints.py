@@ -20,6 +20,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import display
 import gradio as gr
 import torch
 from router_snapshots import RouterHolder
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_TEMPERATURE",
     "add_expert",
     "chat",
+    "chat_history",
     "experts",
     "generate",
     "hub_link",
@@ -153,7 +155,8 @@ def chat(
     """One chat turn: routes the LAST user message alone and streams the chosen expert's answer to the conversation.
 
     Yields `routing_line` (the expert, its margin and whether the router is confident), a blank line, then the answer
-    so far. ``history`` is the conversation before ``message`` as ``[{"role": "user" | "assistant", "content":
+    so far as Markdown (`display.answer_markdown`: an answer that looks like code comes in a code block, verbatim).
+    ``history`` is the conversation before ``message`` as ``[{"role": "user" | "assistant", "content":
     ...}]`` (Gradio's chat messages; the routing lines of earlier answers are left out, and only the last
     `MAX_CHAT_MESSAGES` messages are shown to the expert). The other arguments are checked as in `generate`. An
     expert added from text has no model: its turn says so instead of answering.
@@ -172,7 +175,7 @@ def chat(
         return
     conversation = [*turns, {"role": "user", "content": message}][-MAX_CHAT_MESSAGES:]
     for text in _stream(holder, router, decision, conversation, limit, sampling):
-        yield f"{line}\n\n{text}"
+        yield f"{line}\n\n{display.answer_markdown(text)}"
 
 
 def routing_line(decision: dict[str, Any]) -> str:
@@ -385,22 +388,39 @@ def _checked_real(value: object, name: str) -> float | int:
     return value  # a huge int stays an int: comparing it never overflows
 
 
-def _chat_turns(history: object) -> list[dict[str, str]]:
-    """The text of the user and assistant messages of a Gradio chat history, oldest first, without the routing
-    lines; anything else (files, components, system messages) is left out."""
+def chat_history(history: object) -> list[dict[str, Any]]:
+    """``history`` checked: None (no earlier turn) or a list of Gradio chat messages, each an object with a
+    ``"role"`` of ``"user"``, ``"assistant"`` or ``"system"`` (a string, a list of lists or anything else is
+    refused, never read character by character)."""
     if history is None:
         return []
     if not isinstance(history, list):
-        raise _refusal(f"The chat history must be a list of messages, got {_kind(history)}.")
+        raise _refusal(
+            f"The chat history must be a list of messages, got {_kind(history)}: send a list of {{'role': 'user' or "
+            "'assistant', 'content': text}} objects, or [] to start a conversation."
+        )
+    for number, message in enumerate(history):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise _refusal(
+                f"The chat history's message {number} must be an object with a 'role' of 'user', 'assistant' or "
+                f"'system' and a 'content', got {_kind(message)}."
+            )
+    return history
+
+
+def _chat_turns(history: object) -> list[dict[str, str]]:
+    """The text of the user and assistant messages of a Gradio chat history (checked by `chat_history`), oldest
+    first, without the routing lines and the code fences `display.answer_markdown` added; anything else (files,
+    components, system messages) is left out."""
     turns = []
-    for message in history:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+    for message in chat_history(history):
+        if message["role"] == "system":
             continue
         if message.get("metadata") and isinstance(message["metadata"], dict) and message["metadata"].get("title"):
             continue  # a "thought" box, not part of the conversation
         text = _message_text(message.get("content"))
         if message["role"] == "assistant" and text.startswith(ROUTING_MARK):
-            text = text.partition("\n\n")[2]
+            text = display.answer_text(text.partition("\n\n")[2])
         if text.strip():
             turns.append({"role": message["role"], "content": _checked_unicode(text, "The chat history")})
     return turns

@@ -12,25 +12,90 @@ current one, applies the change to it, derives its routing tables, and only then
 request in flight therefore never sees a half-edited router, and a failed edit leaves nothing behind.
 
 Memory is bounded: only sessions that edited hold a router of their own, at most ``max_sessions`` of them
-(`MAX_SESSIONS`); one more evicts the session used least recently, which then routes with the starting router again.
-A session's router is also dropped when the visitor resets it or closes the tab (`SessionRouters.end`, wired to
+(`MAX_SESSIONS`) and at most ``max_bytes`` together (`MAX_SESSION_BYTES`, each router counted by `router_bytes`: the
+tensors it does not share with the starting router). An edit beyond either bound evicts the sessions used least
+recently; an evicted session routes with the starting router again, and its visitor is told so on their next call
+(`SessionRouters.session` raises `SessionEvicted` once), never left to find their experts gone. A session's router is
+also dropped, without a notice, when the visitor resets it or closes the tab (`SessionRouters.end`, wired to
 ``demo.unload``).
 """
 
 from __future__ import annotations
 
 import threading
+import types
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+
+import torch
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.experts import ExpertPool
 
-__all__ = ["MAX_SESSIONS", "RouterHolder", "SessionRouters", "clone_router"]
+__all__ = [
+    "MAX_SESSIONS",
+    "MAX_SESSION_BYTES",
+    "RouterHolder",
+    "SessionEvicted",
+    "SessionRouters",
+    "clone_router",
+    "router_bytes",
+]
 
 # A session's own router costs its statistics: about 25 MB with one added expert (its cached (d+1)^2 moments and a
-# V x N score table for SmolLM2), about 100 MB at the Space's 24-expert limit; 32 sessions stay within ~3 GB.
+# V x N score table for SmolLM2), about 100 MB at the Space's 24-expert limit, so 32 sessions could reach ~3 GB: the
+# byte bound keeps them under 2 GB (a free CPU Space has 16 GB, shared with the encoder and the expert models).
 MAX_SESSIONS = 32
+MAX_SESSION_BYTES = 2_000_000_000  # all sessions' own routers together (`router_bytes`)
+_NOTICES = 4096  # evicted sessions remembered until their next call (a forgotten one is simply not told)
+
+
+class SessionEvicted(LookupError):
+    """The session's own router was evicted to bound the Space's memory: its visitor must be told, once."""
+
+
+def router_bytes(router: IR3DERouterModel, shared: frozenset[int] = frozenset()) -> int:
+    """The bytes of the tensors ``router`` holds (its parameters and buffers, its statistics and derived tables; the
+    tokenizer and the loaded expert models are shared by every session and left out), each storage counted once and
+    those in ``shared`` (storage pointers, see `storages`) not at all: what a session's router costs beyond the
+    routers it shares tensors with."""
+    seen: dict[int, int] = {}
+    for tensor in _tensors([*router.parameters(), *router.buffers(), router.store]):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in shared:
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def storages(router: IR3DERouterModel) -> frozenset[int]:
+    """The storage pointers of every tensor ``router`` holds (for `router_bytes`' ``shared``)."""
+    everything = _tensors([*router.parameters(), *router.buffers(), router.store])
+    return frozenset(tensor.untyped_storage().data_ptr() for tensor in everything)
+
+
+def _tensors(root: object) -> Iterator[torch.Tensor]:
+    """Every tensor reachable from ``root`` through containers, object attributes and closures, and a module's
+    parameters and buffers (meta and empty tensors hold no memory and are left out); each object is visited once."""
+    pending, visited = [root], set()
+    while pending:
+        value = pending.pop()
+        if id(value) in visited or isinstance(value, str | bytes | int | float | bool | type(None)):
+            continue
+        visited.add(id(value))
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "meta" and value.untyped_storage().nbytes():
+                yield value
+        elif isinstance(value, torch.nn.Module):
+            pending += [*value.parameters(), *value.buffers()]
+        elif isinstance(value, dict):
+            pending += value.values()
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending += value
+        elif isinstance(value, types.FunctionType):
+            pending += [cell.cell_contents for cell in value.__closure__ or ()]
+        elif not isinstance(value, types.ModuleType | type):
+            pending += vars(value).values() if hasattr(value, "__dict__") else []
+            pending += [getattr(value, slot) for slot in getattr(type(value), "__slots__", ()) if hasattr(value, slot)]
 
 
 def clone_router(router: IR3DERouterModel) -> IR3DERouterModel:
@@ -56,12 +121,21 @@ class SessionRouters:
     Args:
         load: builds the starting router (called once).
         max_sessions: how many sessions may hold a router of their own; one more evicts the least recently used.
+        max_bytes: how many bytes their own routers may hold together (`router_bytes`); an edit beyond it evicts the
+            least recently used others, and an edit that alone needs more is refused.
     """
 
-    def __init__(self, load: Callable[[], IR3DERouterModel], max_sessions: int = MAX_SESSIONS) -> None:
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ValueError(f"max_sessions must be an integer >= 1, got {max_sessions!r}.")
+    def __init__(
+        self,
+        load: Callable[[], IR3DERouterModel],
+        max_sessions: int = MAX_SESSIONS,
+        max_bytes: int = MAX_SESSION_BYTES,
+    ) -> None:
+        for name, value in (("max_sessions", max_sessions), ("max_bytes", max_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()  # guards the session table (short)
         self._editing = threading.Lock()  # edits take turns (each clones and re-solves: about a second at most)
         # Third-party loading code may patch torch.nn.Module globally for a moment (accelerate's init_empty_weights,
@@ -71,7 +145,8 @@ class SessionRouters:
         self._start = warm(load())
         self._start.eval()
         self.pool = self._start.expert_pool  # loaded expert models are shared by every session and survive edits
-        self._sessions: OrderedDict[Hashable, IR3DERouterModel] = OrderedDict()
+        self._sessions: OrderedDict[Hashable, tuple[IR3DERouterModel, int]] = OrderedDict()  # router, its bytes
+        self._evicted: OrderedDict[Hashable, str] = OrderedDict()  # why, until the session's next call
 
     @property
     def start(self) -> IR3DERouterModel:
@@ -84,29 +159,46 @@ class SessionRouters:
         with self._lock:
             return list(self._sessions)
 
+    @property
+    def held_bytes(self) -> int:
+        """What the sessions' own routers hold together (`router_bytes` of each)."""
+        with self._lock:
+            return sum(size for _, size in self._sessions.values())
+
     def current(self, session: Hashable) -> IR3DERouterModel:
         """The router to use for one whole request of ``session``; never modify it."""
         with self._lock:
-            router = self._sessions.get(session)
-            if router is None:
+            entry = self._sessions.get(session)
+            if entry is None:
                 return self._start
             self._sessions.move_to_end(session)
-            return router
+            return entry[0]
 
     def edit(self, session: Hashable, change: Callable[[IR3DERouterModel], None]) -> IR3DERouterModel:
         """Applies ``change`` to a clone of ``session``'s router and publishes the clone for that session only; on
-        error nothing changes. May evict the least recently used other session (see `MAX_SESSIONS`)."""
+        error nothing changes. May evict the least recently used other sessions (see `MAX_SESSIONS` and
+        `MAX_SESSION_BYTES`); an edit whose router alone is over ``max_bytes`` is refused (`ValueError`)."""
         with self._editing:
             with self.loading:
                 clone = clone_router(self.current(session))
             change(clone)
             clone.expert_pool = self.pool
-            warm(clone)
+            size = router_bytes(warm(clone), storages(self._start))
+            if size > self.max_bytes:
+                raise ValueError(
+                    f"This edit would make your session's router hold {_megabytes(size)}, more than the "
+                    f"{_megabytes(self.max_bytes)} the Space keeps for all sessions; remove an expert or add less "
+                    "text."
+                )
             with self._lock:
-                self._sessions[session] = clone
+                self._sessions[session] = (clone, size)
                 self._sessions.move_to_end(session)
-                while len(self._sessions) > self.max_sessions:
-                    self._sessions.popitem(last=False)
+                self._evicted.pop(session, None)
+                held = sum(size for _, size in self._sessions.values())
+                while len(self._sessions) > self.max_sessions or held > self.max_bytes:
+                    evicted, (_, freed) = self._sessions.popitem(last=False)
+                    held -= freed
+                    self._notice(evicted)
             return clone
 
     def reset(self, session: Hashable) -> IR3DERouterModel:
@@ -118,10 +210,34 @@ class SessionRouters:
         """Forgets ``session``'s router: the visitor left (``demo.unload``) or reset."""
         with self._lock:
             self._sessions.pop(session, None)
+            self._evicted.pop(session, None)
 
     def session(self, session: Hashable) -> RouterHolder:
-        """The view of one session that the endpoint functions take."""
+        """The view of one session that the endpoint functions take.
+
+        Raises:
+            SessionEvicted: once, on the first call of a session whose router was evicted since its last call (the
+                session is on the starting router from then on).
+        """
+        with self._lock:
+            reason = self._evicted.pop(session, None)
+        if reason is not None:
+            raise SessionEvicted(reason)
         return RouterHolder(self, session)
+
+    def _notice(self, session: Hashable) -> None:
+        """Remembers why ``session`` lost its router (caller holds the lock)."""
+        self._evicted[session] = (
+            f"Your session's edits were cleared: the Space keeps its own router for at most {self.max_sessions} "
+            f"sessions and {_megabytes(self.max_bytes)} in all, and yours was the least recently used. You now see "
+            "the starting router; add your experts again to use them."
+        )
+        while len(self._evicted) > _NOTICES:
+            self._evicted.popitem(last=False)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 class RouterHolder:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import httpx
 import matplotlib.figure  # noqa: F401  (settles matplotlib's config dir before a test watches the temp dir)
 import pytest
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space_app"))
 import app
 import benchmark_eval
 import endpoints
-from router_snapshots import SessionRouters
+from router_snapshots import MAX_SESSION_BYTES, SessionRouters
 
 from ir3de_hf import IR3DERouterModel
 
@@ -324,6 +325,26 @@ def test_raw_json_the_client_cannot_send_is_refused_with_a_message(space, api_na
     _assert_state_unchanged(space)
 
 
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ("notalist", r"must be a list of messages, got str 'notalist': send a list of \{'role'"),
+        ({"role": "user", "content": "hi"}, r"must be a list of messages, got dict"),
+        (["hello", "hi"], r"history's message 0 must be an object with a 'role' of 'user', 'assistant' or 'system'"),
+        ([{"role": "robot", "content": "beep"}], r"history's message 0 must be an object with a 'role'.*got dict"),
+    ],
+    ids=["a-string", "one-message", "strings", "unknown-role"],
+)
+def test_a_chat_history_that_is_not_a_list_of_messages_is_refused(space: Space, history, message) -> None:
+    """/chat keeps the conversation in the session's state (what the page and gradio_client never send); the event
+    function still refuses a history that is not a list of messages instead of reading a string by character."""
+    (chat,) = [fn.fn for fn in app.build_demo(space.routers).fns.values() if fn.api_name == "chat"]
+    assert chat is not None
+    with pytest.raises(gr.Error, match=message):
+        next(chat(PROMPT, 8, 0.0, 1.0, history))
+    _assert_state_unchanged(space)
+
+
 # ---------------------------------------------------------------------------------------------- private events
 
 
@@ -347,6 +368,82 @@ def test_private_events_cannot_be_called(space: Space) -> None:
             space.client.predict(space.prompt, fn_index=dependency["id"])
         with pytest.raises(ValueError, match="Cannot find a function with `api_name`"):
             space.client.predict(space.prompt, api_name=f"/{dependency['api_name']}")
+    _assert_state_unchanged(space)
+
+
+PAGE_EVENTS = ["show_decision", "render_route", "routed_answer", "compare", "chat_page", "render_experts", "nosuch"]
+
+
+@pytest.mark.parametrize("name", PAGE_EVENTS)
+def test_page_events_cannot_be_called_by_name_over_http(space: Space, name: str) -> None:
+    """What gradio_client refuses, Gradio's server would still run when a raw HTTP call names it (a raw error,
+    ``"'confidence'"``, or a bare 500): the Space answers 404 with its endpoints instead, and runs nothing."""
+    answer = httpx.post(f"{space.url}gradio_api/call/{name}", json={"data": [{"not": "a route"}]})
+    assert answer.status_code == 404, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"No API endpoint named /{name}: the Space's endpoints are /route, /generate, ")
+    assert "/evaluate" in detail and "page's own events" in detail
+    _assert_state_unchanged(space)
+
+
+@pytest.mark.parametrize(
+    "route", ["call/v2/show_decision", "api/show_decision/", "run/routed_answer", "call/chat_page/"]
+)
+def test_every_route_by_name_refuses_page_events(space: Space, route: str) -> None:
+    answer = httpx.post(f"{space.url}gradio_api/{route}", json={"data": []})
+    assert answer.status_code == 404 and "No API endpoint named /" in answer.json()["detail"], answer.text
+    _assert_state_unchanged(space)
+
+
+def test_the_page_still_calls_its_unqueued_events_by_index(space: Space) -> None:
+    """Gradio's JS client posts an event that skips the queue to /run/predict with its index: not refused."""
+    (clear,) = [d for d in space.client.config["dependencies"] if d["api_name"] == "_clear_and_save_textbox"]
+    assert clear["queue"] is False and clear["api_visibility"] == "private"
+    body = {"data": ["a message"], "fn_index": clear["id"], "session_hash": "page"}
+    answer = httpx.post(f"{space.url}gradio_api/run/predict", json=body)
+    assert answer.status_code == 200 and answer.json()["data"][0]["value"] == "", answer.text  # the textbox cleared
+
+
+def test_public_endpoints_are_still_called_over_http(space: Space) -> None:
+    event, data = _raw_call(space, "/route", json.dumps({"data": [space.prompt]}))
+    assert event == "complete" and data[0]["expert"] == space.route["expert"]
+
+
+# --------------------------------------------------------------------------------------------- evicted sessions
+
+
+def test_an_evicted_session_is_told_on_its_next_call_and_gets_the_starting_router(space: Space, domain_texts) -> None:
+    """Sessions are bounded by bytes: when other visitors' edits evict a session, its next call (any endpoint) says
+    why, once, and the session then sees the starting router; the others keep their edits."""
+    words = " ".join(domain_texts["docs"][::2])
+    clients = [Client(space.url, verbose=False) for _ in range(3)]
+    try:
+        clients[0].predict("cooking", words, None, api_name="/add_expert")
+        one = space.routers.held_bytes
+        space.routers.max_bytes = 2 * one + one // 2  # room for two sessions with an added expert
+        for client in clients[1:]:
+            client.predict("cooking", words, None, api_name="/add_expert")
+        assert space.routers.sessions == [client.session_hash for client in clients[1:]]
+        with pytest.raises(AppError, match=r"^Your session's edits were cleared: .* MB in all, and yours was the"):
+            clients[0].predict(space.prompt, api_name="/route")
+        assert clients[0].predict(api_name="/experts") == space.experts
+        assert clients[0].predict(space.prompt, api_name="/route") == space.route
+        for client in clients[1:]:
+            assert client.predict(api_name="/experts")["experts"][-1]["name"] == "cooking"
+    finally:
+        space.routers.max_bytes = MAX_SESSION_BYTES
+        for client in clients:
+            client.close()
+
+
+def test_an_edit_over_the_byte_bound_is_refused_and_changes_nothing(space: Space, domain_texts) -> None:
+    space.routers.max_bytes = 10_000
+    try:
+        with pytest.raises(AppError, match=r"would make your session's router hold [\d.,]+ MB, more than the 0\.0 MB"):
+            space.client.predict("cooking", " ".join(domain_texts["docs"][::2]), None, api_name="/add_expert")
+    finally:
+        space.routers.max_bytes = MAX_SESSION_BYTES
+    assert space.routers.sessions == []
     _assert_state_unchanged(space)
 
 

@@ -183,13 +183,16 @@ def test_each_client_edits_its_own_router(space: Space) -> None:
 
 
 def test_sessions_with_their_own_router_are_capped(space: Space) -> None:
-    """Beyond `max_sessions` edited sessions, the least recently used one goes back to the starting router."""
+    """Beyond `max_sessions` edited sessions, the least recently used one goes back to the starting router, and its
+    visitor's next call says so (once) instead of quietly answering with the starting router."""
     space.routers.max_sessions = 2
     clients = _clients(space, 3)
     try:
         for client in clients:
             client.predict("legal", api_name="/remove_expert")
         assert space.routers.sessions == [clients[1].session_hash, clients[2].session_hash]
+        with pytest.raises(AppError, match=r"^Your session's edits were cleared: .* at most 2 sessions"):
+            clients[0].predict(app.EXAMPLES["legal"], api_name="/route")
         names = [[row["name"] for row in c.predict(api_name="/experts")["experts"]] for c in clients]
         assert names[0] == list(DOMAINS)  # evicted: its edit is gone
         assert "legal" not in names[1] and "legal" not in names[2]

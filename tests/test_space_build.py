@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +49,10 @@ def saved_router(onehot_router, domain_texts, expert_dirs, tmp_path) -> Path:
 
 @pytest.fixture
 def wheel(tmp_path_factory) -> Path:
-    """A stand-in wheel file (vendoring copies it; the slow test installs a real one)."""
+    """A stand-in wheel file (vendoring checks and copies it; the slow test installs a real one)."""
     path = tmp_path_factory.mktemp("wheel") / "ir3de_hf-0.1.0.dev0-py3-none-any.whl"
-    path.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+    with zipfile.ZipFile(path, "w") as archive:  # what `build_space` checks of a wheel: a zip with a dist-info
+        archive.writestr("ir3de_hf-0.1.0.dev0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ir3de_hf\n")
     return path
 
 
@@ -121,6 +123,89 @@ def test_bad_arguments_are_refused(saved_router, wheel, tmp_path, capsys) -> Non
     assert exit_info.value.code == 2
     assert main(["space", "push", str(tmp_path), "me/space"]) == 1
     assert "not a Space folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- bad build arguments
+
+NOT_A_ZIP = "not a wheel: it is not a zip archive; build one with `pip wheel . --no-deps -w dist/`"
+PIP_URL = r"give the pip URL of ir3de_hf, like git\+https://github\.com/ORG/ir3de_hf"
+DATASET = r"is not a Hub dataset id: give NAME or ORG/NAME .* like me/ir3de-multidomain"
+# (id, keyword arguments of build_space, the message; "WHEEL:" values are written as a file of that content)
+BAD_BUILDS: list[tuple[str, dict[str, object], str]] = [
+    ("wheel-text-file", {"wheel": "WHEEL:text"}, re.escape(NOT_A_ZIP)),
+    ("wheel-html-page", {"wheel": "WHEEL:html"}, re.escape(NOT_A_ZIP)),
+    (
+        "wheel-zip-without-dist-info",
+        {"wheel": "WHEEL:zip"},
+        r"not a wheel: it has no NAME-VERSION\.dist-info/METADATA",
+    ),
+    ("wheel-not-whl", {"wheel": "WHEEL:tar"}, r"no such wheel file"),
+    (
+        "package-newline",
+        {"package": "git+https://github.com/org/ir3de_hf\ntorch==1.0"},
+        r"holds whitespace.*" + PIP_URL,
+    ),
+    ("package-space", {"package": "https://github.com/org/ir3de hf"}, r"holds whitespace"),
+    ("package-empty", {"package": ""}, r"--package '' is not a pip URL \(it is empty"),
+    ("package-marker", {"package": 'https://x.org/ir3de_hf.whl;os_name=="nt"'}, r"a character a URL cannot hold"),
+    ("package-named-requirement", {"package": "ir3de_hf==0.2"}, r"'ir3de_hf==0\.2' is not a remote URL; " + PIP_URL),
+    ("package-local-path", {"package": "../ir3de_hf"}, r"'\.\./ir3de_hf' is not a remote URL; .*use --wheel PATH"),
+    ("package-file-url", {"package": "file:///tmp/ir3de_hf-0.1-py3-none-any.whl"}, r"is not a remote URL"),
+    ("dataset-newline", {"datasets": ["me/data\nevil: true"]}, r"--dataset 'me/data\\nevil: true' " + DATASET),
+    ("dataset-local-path", {"datasets": ["/tmp/data"]}, r"--dataset '/tmp/data' " + DATASET),
+    ("dataset-three-parts", {"datasets": ["me/data/more"]}, DATASET),
+    ("dataset-empty", {"datasets": ["me/ok", ""]}, r"--dataset '' " + DATASET),
+    ("dataset-space", {"datasets": ["me/my data"]}, DATASET),
+]
+_WHEEL_CONTENT = {"text": b"just some text\n", "html": b"<html>404 Not Found</html>", "tar": b"not a whl"}
+
+
+def _bad_value(folder: Path, value: object) -> object:
+    if not (isinstance(value, str) and value.startswith("WHEEL:")):
+        return value
+    kind = value.removeprefix("WHEEL:")
+    path = folder / ("ir3de_hf-0.1-py3-none-any" + (".tar.gz" if kind == "tar" else ".whl"))
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("ir3de_hf/__init__.py", "")
+    else:
+        path.write_bytes(_WHEEL_CONTENT[kind])
+    return path
+
+
+@pytest.mark.parametrize(("arguments", "message"), [case[1:] for case in BAD_BUILDS], ids=[c[0] for c in BAD_BUILDS])
+def test_bad_build_arguments_are_refused_and_write_nothing(saved_router, wheel, tmp_path, arguments, message) -> None:
+    router = IR3DERouterModel.from_pretrained(saved_router)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    given = {key: _bad_value(inputs, value) for key, value in arguments.items()}
+    if "package" not in given:
+        given.setdefault("wheel", wheel)
+    out = tmp_path / "parent" / "space"
+    before = sorted(path.name for path in tmp_path.iterdir())
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as caught:
+        build_space(out, router, **given)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)  # one line
+    assert sorted(path.name for path in tmp_path.iterdir()) == before and not out.parent.exists()
+
+
+def test_the_bad_build_table_has_distinct_cases() -> None:
+    ids = [case[0] for case in BAD_BUILDS]
+    assert len(set(ids)) == len(ids) >= 15
+
+
+def test_bad_build_arguments_are_reported_by_the_cli(saved_router, tmp_path, capsys) -> None:
+    out = tmp_path / "space"
+    text = tmp_path / "ir3de_hf-0.1-py3-none-any.whl"
+    text.write_text("not a zip")
+    for extra, message in [
+        (["--wheel", str(text)], "is not a wheel: it is not a zip archive"),
+        (["--package", "ir3de_hf==0.2"], "'ir3de_hf==0.2' is not a remote URL"),
+        (["--wheel", str(text), "--dataset", "a/b/c"], "--dataset 'a/b/c' is not a Hub dataset id"),
+    ]:
+        assert main(["space", "build", str(out), "--router", str(saved_router), *extra]) == 1
+        assert message in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_push_uploads_the_folder_as_a_space(hub, saved_router, wheel, tmp_path) -> None:

@@ -18,7 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space_app"))
 import app
 import display
 import endpoints
-from router_snapshots import MAX_SESSIONS, RouterHolder, SessionRouters, clone_router
+from router_snapshots import (
+    MAX_SESSION_BYTES,
+    MAX_SESSIONS,
+    RouterHolder,
+    SessionEvicted,
+    SessionRouters,
+    clone_router,
+    router_bytes,
+    storages,
+)
 
 from ir3de_hf import IR3DERouterModel
 
@@ -44,6 +53,7 @@ def routers(_routers: SessionRouters) -> Iterator[SessionRouters]:
         _routers.end(key)
     yield _routers
     _routers.max_sessions = MAX_SESSIONS
+    _routers.max_bytes = MAX_SESSION_BYTES
 
 
 @pytest.fixture
@@ -312,6 +322,66 @@ def test_the_session_cap_is_checked() -> None:
             SessionRouters(lambda: None, max_sessions=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_the_session_byte_bound_is_checked(bad) -> None:
+    with pytest.raises(ValueError, match="max_bytes must be an integer >= 1"):
+        SessionRouters(lambda: None, max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_a_session_costs_the_tensors_it_does_not_share(routers, domain_texts) -> None:
+    """An unedited copy shares every tensor with the starting router (0 bytes); an added expert costs its
+    statistics, far less than the router with its embedding table."""
+    start = routers.start
+    assert router_bytes(clone_router(start), storages(start)) == 0
+    routers.edit("a", lambda router: router.add_expert("docs", texts=domain_texts["docs"][::2]))
+    added = router_bytes(routers.current("a"), storages(start))
+    assert 0 < added < router_bytes(start) and routers.held_bytes == added
+
+
+def _add_docs(routers: SessionRouters, key: str, domain_texts) -> None:
+    routers.edit(key, lambda router: router.add_expert("docs", texts=domain_texts["docs"][::2]))
+
+
+def test_sessions_are_bounded_by_bytes_and_the_evicted_visitor_is_told_once(routers, domain_texts) -> None:
+    _add_docs(routers, "probe", domain_texts)
+    one = routers.held_bytes
+    routers.end("probe")
+    routers.max_bytes = 2 * one + one // 2  # two sessions with an added expert fit, three do not
+    for key in ("a", "b", "c"):
+        _add_docs(routers, key, domain_texts)
+    assert routers.sessions == ["b", "c"] and routers.held_bytes == 2 * one <= routers.max_bytes
+    with pytest.raises(
+        SessionEvicted, match=r"^Your session's edits were cleared: .* at most 32 sessions and [\d.,]+ MB"
+    ):
+        routers.session("a")
+    assert routers.session("a").current is routers.start  # told once: from then on, the starting router
+    assert endpoints.experts(routers.session("a"))["experts"][-1]["name"] == "legal"
+    assert routers.current("b").expert_names[-1] == "docs"  # the others keep their edits, untold
+    routers.session("b")
+
+
+def test_a_visitor_who_left_or_reset_is_not_told(routers, domain_texts) -> None:
+    routers.max_sessions = 1
+    _add_docs(routers, "a", domain_texts)
+    _add_docs(routers, "b", domain_texts)  # evicts "a"
+    routers.end("a")  # the tab was closed meanwhile
+    routers.session("a")
+    _add_docs(routers, "a", domain_texts)  # evicts "b", whose visitor then edits again: the edit clears the notice
+    _add_docs(routers, "b", domain_texts)
+    assert routers.sessions == ["b"]
+    routers.session("b")
+
+
+def test_an_edit_over_the_byte_bound_alone_is_refused_and_changes_nothing(routers, domain_texts) -> None:
+    _add_docs(routers, "a", domain_texts)
+    routers.max_bytes = 100_000
+    before = routers.current("a")
+    with pytest.raises(gr.Error, match=r"would make your session's router hold [\d.,]+ MB, more than the 0\.1 MB"):
+        endpoints.add_expert(routers.session("a"), "more", " ".join(domain_texts["legal"][::2]))
+    assert routers.current("a") is before and routers.sessions == ["a"]
+    routers.session("a")  # no notice: nothing was evicted
+
+
 # ------------------------------------------------------------------------------------------------ sampling, chat
 
 
@@ -381,7 +451,6 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
         {"role": "assistant", "content": "thinking", "metadata": {"title": "a thought"}},
         {"role": "system", "content": "ignored"},
         {"role": "user", "content": [{"path": "/tmp/picture.png"}]},  # a file: no text
-        "not a message",
     ]
     assert endpoints._chat_turns(history) == [
         {"role": "user", "content": "first"},
@@ -389,6 +458,51 @@ def test_chat_history_keeps_the_text_and_drops_the_routing_lines() -> None:
         {"role": "user", "content": "second"},
         {"role": "assistant", "content": "more"},
     ]
+    with pytest.raises(
+        gr.Error, match=r"history's message 7 must be an object with a 'role' .*got str 'not a message'"
+    ):
+        endpoints._chat_turns([*history, "not a message"])  # refused since issue 23 (it was skipped)
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ("notalist", r"must be a list of messages, got str 'notalist': send a list of \{'role'"),
+        ({"role": "user", "content": "hi"}, r"must be a list of messages, got dict"),
+        (42, r"must be a list of messages, got int 42"),
+        ([["hello", "hi there"]], r"message 0 must be an object with a 'role'.*got list \['hello', 'hi there'\]"),
+        ([{"content": "no role"}], r"message 0 must be an object with a 'role'.*got dict"),
+        ([{"role": "user", "content": "ok"}, {"role": "robot", "content": "x"}], r"message 1 must be an object"),
+    ],
+    ids=["string", "one-message", "number", "pairs", "no-role", "unknown-role"],
+)
+def test_a_chat_history_that_is_not_a_list_of_messages_is_refused(holder, history, message) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(endpoints.chat(holder, "hello", history, 8))
+    assert holder.current is holder.routers.start
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ("def add(x):\n    # one more\n    return x + 1", "```\ndef add(x):\n    # one more\n    return x + 1\n```"),
+        ("# a shell comment\nls -la", "```\n# a shell comment\nls -la\n```"),
+        ("int main() {\n  return 0;\n}", "```\nint main() {\n  return 0;\n}\n```"),
+        ("Here it is:\n```python\nprint(1)\n```", "Here it is:\n```python\nprint(1)\n```"),  # fenced already
+        ("The licensee may not sublicense.\nIt needs consent.", "The licensee may not sublicense.\nIt needs consent."),
+        ("", ""),
+    ],
+    ids=["python", "comment-heading", "braces", "fenced", "prose", "empty"],
+)
+def test_code_answers_are_shown_verbatim_in_a_code_block(answer, shown) -> None:
+    assert display.answer_markdown(answer) == shown
+    assert display.answer_text(shown) == answer  # what the expert sees of its answer on the next turn
+
+
+def test_a_chat_history_of_code_answers_gives_the_expert_its_own_text() -> None:
+    code = "def add(x):\n    # one more\n    return x + 1"
+    shown = f"Routed to **code** · margin 0.300 · confident (≥ 0.03)\n\n{display.answer_markdown(code)}"
+    assert endpoints._chat_turns([{"role": "assistant", "content": shown}]) == [{"role": "assistant", "content": code}]
 
 
 def test_route_says_whether_the_router_is_confident(holder, domain_texts) -> None:

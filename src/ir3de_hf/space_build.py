@@ -16,13 +16,18 @@ The app is copied, not generated, and the launcher only sets its router: the Spa
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from ._resources import resource_path
 from .hub._locations import hub_id, upload_folder
@@ -30,6 +35,8 @@ from .hub._locations import hub_id, upload_folder
 __all__ = ["LAUNCHER", "build_space", "push_space", "space_models"]
 
 APP_PACKAGE = "ir3de_space"  # folder of the copied app inside the Space
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")  # RFC 3986: no space, quote or newline
+_URL_SCHEMES = ("https", "http", "ssh")  # what a Space's pip can reach (git+ is taken off first)
 TORCH_REQUIREMENT = "torch==2.13.0"  # the version the package is tested with; a Space's CPU image installs it as is
 LAUNCHER = f'''"""Runs the IR3DE Space app ({APP_PACKAGE}/app.py) on the router saved next to this file (router/).
 
@@ -61,16 +68,22 @@ def build_space(
     Args:
         out: a missing or empty directory; refused otherwise, so a rebuild never mixes two Spaces.
         router: the `IR3DERouterModel` to serve (saved into ``out/router``).
-        package: a pip URL of ir3de_hf (``git+https://...``) for ``requirements.txt`` instead of a vendored wheel.
-        wheel: an ir3de_hf wheel to vendor. Without it (and without ``package``) the wheel is built from the
-            checkout this module runs from; an installed package has no checkout and needs one of the two.
-        datasets: Hub ids of datasets the Space uses, listed in the card's ``datasets:``.
+        package: a pip URL of ir3de_hf (``git+https://...`` or a wheel's ``https://`` URL) for ``requirements.txt``
+            instead of a vendored wheel; refused unless it is a remote URL that makes one PEP 508 requirement.
+        wheel: an ir3de_hf wheel to vendor (refused unless it is a zip archive with a ``.dist-info/METADATA``).
+            Without it (and without ``package``) the wheel is built from the checkout this module runs from; an
+            installed package has no checkout and needs one of the two.
+        datasets: Hub ids of datasets the Space uses, listed in the card's ``datasets:`` (each a valid repo id).
 
     Returns:
         ``out`` as a `Path`.
     """
     if package is not None and wheel is not None:
         raise ValueError("give --package or --wheel, not both")
+    datasets = [_checked_dataset(dataset) for dataset in datasets]  # checked before anything is written
+    install = _package_requirement(package) if package is not None else None
+    if wheel is not None:
+        _check_wheel(Path(wheel))
     folder = Path(out)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} is not an empty directory; build the Space into a new one")
@@ -79,7 +92,7 @@ def build_space(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder
     try:
-        _write_space(staging, router, package, wheel, list(datasets))
+        _write_space(staging, router, install, wheel, datasets)
         if folder.exists():
             folder.rmdir()
         staging.rename(folder)
@@ -89,12 +102,10 @@ def build_space(
 
 
 def _write_space(
-    folder: Path, router: Any, package: str | None, wheel: str | Path | None, datasets: list[str]
+    folder: Path, router: Any, install: str | None, wheel: str | Path | None, datasets: list[str]
 ) -> None:
     # the [space] extra: the app needs gradio, peft (its adapter experts) and datasets (the benchmark tab)
-    install = (
-        f"ir3de_hf[space] @ {_pip_url(package)}" if package else f"{_vendor_wheel(folder / 'wheels', wheel)}[space]"
-    )
+    install = install or f"{_vendor_wheel(folder / 'wheels', wheel)}[space]"
     _copy_app(folder / APP_PACKAGE)
     (folder / "app.py").write_text(LAUNCHER)
     (folder / "requirements.txt").write_text("\n".join(requirements(install)) + "\n")
@@ -165,8 +176,6 @@ def _vendor_wheel(target: Path, wheel: str | Path | None) -> str:
     target.mkdir()
     if wheel is not None:
         source = Path(wheel)
-        if not source.is_file() or source.suffix != ".whl":
-            raise FileNotFoundError(f"--wheel {wheel}: no such wheel file")
         shutil.copy2(source, target / source.name)
     else:
         _build_wheel(target)
@@ -191,6 +200,65 @@ def _build_wheel(target: Path) -> None:
 def _pip_url(package: str) -> str:
     """A pip URL: ``https://host/org/repo`` means the git repository (``git+`` added); wheel URLs are kept."""
     return package if package.startswith("git+") or package.endswith(".whl") else f"git+{package}"
+
+
+def _package_requirement(package: str) -> str:
+    """The ``requirements.txt`` line of ``--package``: a PEP 508 URL requirement of ir3de_hf on a remote URL (a git
+    repository or a wheel), checked, since it is written as is (a newline or a marker would add lines or conditions
+    to the Space's requirements, and a local path or file: URL names the building machine)."""
+    hint = (
+        "give the pip URL of ir3de_hf, like git+https://github.com/ORG/ir3de_hf or "
+        "https://HOST/ir3de_hf-VERSION-py3-none-any.whl (for a wheel on this machine, use --wheel PATH)"
+    )
+    if not _URL_CHARACTERS.fullmatch(package):
+        raise ValueError(
+            f"--package {package!r} is not a pip URL (it is empty or holds whitespace or a character a URL cannot "
+            f"hold); {hint}"
+        )
+    url = _pip_url(package)
+    line = f"ir3de_hf[space] @ {url}"
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"--package {package!r} is not a valid requirement URL ({reason}); {hint}") from error
+    parts = urlsplit(url.removeprefix("git+"))
+    if (
+        requirement.url != url
+        or requirement.marker is not None
+        or parts.scheme not in _URL_SCHEMES
+        or not parts.netloc
+    ):
+        raise ValueError(f"--package {package!r} is not a remote URL; {hint}")
+    return line
+
+
+def _checked_dataset(dataset: str) -> str:
+    """A ``--dataset`` for the card's ``datasets:`` list, which holds Hub dataset ids (``org/name``) only."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(dataset)
+    except (HFValidationError, TypeError) as error:
+        raise ValueError(
+            f"--dataset {dataset!r} is not a Hub dataset id: give NAME or ORG/NAME (letters, digits, '-', '_' and "
+            "'.', at most 96 characters), like me/ir3de-multidomain; the card's datasets: list links Hub datasets only"
+        ) from error
+    return dataset
+
+
+def _check_wheel(wheel: Path) -> None:
+    """``--wheel`` must be a wheel: a ``.whl`` zip archive with a ``NAME-VERSION.dist-info/METADATA``, else pip
+    fails on the Space, long after the build said it was done."""
+    if not wheel.is_file() or wheel.suffix != ".whl":
+        raise FileNotFoundError(f"--wheel {wheel}: no such wheel file")
+    hint = "build one with `pip wheel . --no-deps -w dist/` and pass dist/ir3de_hf-*.whl"
+    if not zipfile.is_zipfile(wheel):
+        raise ValueError(f"--wheel {wheel} is not a wheel: it is not a zip archive; {hint}")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    if not any(re.fullmatch(r"[^/]+\.dist-info/METADATA", name) for name in names):
+        raise ValueError(f"--wheel {wheel} is not a wheel: it has no NAME-VERSION.dist-info/METADATA; {hint}")
 
 
 def _gradio_version() -> str:
