@@ -131,8 +131,8 @@ class _AutoRegistration(importlib.abc.MetaPathFinder):
         self.enter()
         try:
             for module, step in list(self._pending.items()):
-                if module in sys.modules and self._pending.pop(module, None) is not None:
-                    _run(step)
+                if module in sys.modules and _run(step):  # a failed step stays pending: the next import retries it
+                    self._pending.pop(module, None)
         finally:
             self.leave()
         if not self._pending:
@@ -140,14 +140,19 @@ class _AutoRegistration(importlib.abc.MetaPathFinder):
                 sys.meta_path.remove(self)
 
 
-def _run(step: Callable[[], None]) -> None:
-    """Runs a registration step; a failure is a warning, because it happens inside transformers' own imports."""
+def _run(step: Callable[[], None]) -> bool:
+    """Runs a registration step and says whether it succeeded. A failure (a module of transformers still half
+    imported, outside what the finder sees) is retried after the next watched import; it is never raised, because it
+    happens inside transformers' own imports."""
     try:
         step()
+    except ImportError:  # a circular import under way: the next watched import retries
+        return False
     except Exception as error:  # a broken ir3de_hf must not break `from transformers import ...`
         warnings.warn(
             f"ir3de_hf could not register with transformers' auto classes: {error!r}", RuntimeWarning, stacklevel=2
         )
+    return True
 
 
 class _RegisteringLoader(importlib.abc.Loader):
