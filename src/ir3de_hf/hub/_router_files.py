@@ -307,7 +307,7 @@ def saved_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any])
             "directory save_pretrained wrote, or save the router there again."
         )
     try:
-        values = json.loads(Path(config_file).read_text())  # type: ignore[arg-type]
+        values = json.loads(Path(config_file).read_text())
         model_type = values.get("model_type")
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{config_file}: not a JSON object ({error}).") from error
