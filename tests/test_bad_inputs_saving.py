@@ -21,7 +21,7 @@ import pytest
 
 from ir3de_hf import ExpertStatistics, IR3DEConfig, IR3DERouterModel, StatisticsError
 from ir3de_hf import assets as assets_module
-from ir3de_hf.hub._atomic import file_mode
+from ir3de_hf.hub._atomic import atomic_directory, atomic_file, file_mode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -149,6 +149,27 @@ def test_a_router_saved_by_root_under_umask_022_loads_as_another_user(router, sh
         f"print(router.expert_names, router.route({PROBE!r}).expert_names)"
     )
     assert _as_nobody(shared, code) == f"{router.expert_names} {router.route(PROBE).expert_names}"
+
+
+@pytest.mark.parametrize(
+    ("saving", "fail"),
+    [
+        pytest.param(atomic_directory, lambda staging: (staging / "missing" / "file").write_text("x"), id="directory"),
+        pytest.param(atomic_file, lambda staging: (staging / "file").write_text("x"), id="file"),
+    ],
+)
+def test_an_error_midway_names_the_users_path_not_the_hidden_sibling(tmp_path, saving, fail):
+    """The error of a step inside the save names ``.<name>.ir3de-new-*`` or ``.<name>.*.partial``; it is raised
+    again about the target (same errno, same class), the original kept as ``__cause__``."""
+    target = tmp_path / "target"
+    with pytest.raises(OSError) as raised, saving(target) as staging:
+        fail(staging)
+    error, cause = raised.value, raised.value.__cause__
+    assert isinstance(cause, OSError) and type(error) is type(cause) and error.errno == cause.errno
+    assert str(cause.filename).startswith(str(tmp_path / ".target."))
+    assert error.filename == str(target) and f"Cannot save to {target}: " in str(error)
+    assert "nothing was written" in str(error) and ".target." not in str(error)
+    assert sorted(tmp_path.iterdir()) == []  # no target, no hidden leftovers
 
 
 # ------------------------------------------------------------------------------------------------------ modes
@@ -379,3 +400,24 @@ def test_a_seeded_cache_resolves_the_hub_id_offline_for_tokenizer_and_adapters(s
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "49152 ['legal', 'code'] HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.mark.slow
+def test_a_reloaded_demo_router_generates_offline_from_a_seeded_cache(seeded, tmp_path):
+    """The demo router names its adapters' base model by Hub id: re-loaded without the demo's expert pool, it could
+    not generate offline before the cache was seeded."""
+    built = sorted((assets_module.cache_root() / "demo-router").glob("*/config.json"))
+    if not built:
+        pytest.skip("no demo router built yet; run `ir3de demo` or `make demo` once")
+    copy = tmp_path / "demo-router"
+    shutil.copytree(built[0].parent, copy, copy_function=os.link)  # the real cache is never touched
+    code = (
+        "from ir3de_hf import IR3DERouterModel\n"
+        f"router = IR3DERouterModel.from_pretrained({str(copy)!r})\n"
+        "answer = router.generate('def parse(text):', max_new_tokens=2, do_sample=False)[0]\n"
+        "print(answer.expert, router.config.experts[0]['base_model'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "code HuggingFaceTB/SmolLM2-135M-Instruct"
