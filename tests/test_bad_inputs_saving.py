@@ -286,6 +286,7 @@ def test_a_by_reference_router_whose_hub_encoder_is_not_cached_says_how_to_get_i
         ("expert_specs", [], "router.add_expert / router.remove_expert"),
         ("never_counted_ids", [0], "config.ignored_token_ids and config.pad_token_id; set those instead"),
     ],
+    ids=["expert_names", "expert_specs", "never_counted_ids"],
 )
 def test_a_read_only_config_key_refuses_assignment_with_a_pointer(router, key, value, instead):
     before = router.config.to_dict()
