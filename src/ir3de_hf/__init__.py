@@ -79,18 +79,21 @@ def _register_model() -> None:
     AutoModelForSequenceClassification.register(IR3DEConfig, IR3DERouterModel, exist_ok=True)
 
 
-_AUTO = "transformers.models.auto"  # the package of transformers' auto classes and its modules
+_WATCHED = "transformers"  # every module of transformers: registration waits until none is half executed
 
 
 class _AutoRegistration(importlib.abc.MetaPathFinder):
     """Registers the router with `AutoConfig` / `AutoModel` once transformers has imported the module of each.
 
-    A `sys.meta_path` finder that wraps the loaders of transformers' auto modules and of this package's submodules.
+    A `sys.meta_path` finder that wraps the loaders of transformers' modules and of this package's submodules.
     Registering imports `modeling_ir3de`, which must not happen while one of those modules is half executed in this
     thread (``import ir3de_hf.experts`` imports transformers' auto classes, and `modeling_ir3de` imports `experts`;
     ``from transformers import AutoTokenizer`` runs `tokenization_auto`, which imports the modeling auto module
     before it defines `AutoTokenizer`, which `modeling_ir3de` imports: circular imports), so it waits until the
-    outermost one has finished. The finder removes itself when both registrations are done.
+    outermost one has finished. Watching every module of transformers, not only the auto ones, means no import order
+    can register while some other module of transformers is half executed; a step that fails with an `ImportError`
+    anyway stays pending and is retried after the next watched import. The finder removes itself when both
+    registrations are done.
     """
 
     _STEPS = {
@@ -106,7 +109,7 @@ class _AutoRegistration(importlib.abc.MetaPathFinder):
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         """The spec the other finders give for a watched module, with a loader that registers after executing it."""
-        if fullname != _AUTO and not fullname.startswith((f"{_AUTO}.", f"{__name__}.")):
+        if fullname != _WATCHED and not fullname.startswith((f"{_WATCHED}.", f"{__name__}.")):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -131,8 +134,8 @@ class _AutoRegistration(importlib.abc.MetaPathFinder):
         self.enter()
         try:
             for module, step in list(self._pending.items()):
-                if module in sys.modules and self._pending.pop(module, None) is not None:
-                    _run(step)
+                if module in sys.modules and _run(step):  # a failed step stays pending: the next import retries it
+                    self._pending.pop(module, None)
         finally:
             self.leave()
         if not self._pending:
@@ -140,14 +143,19 @@ class _AutoRegistration(importlib.abc.MetaPathFinder):
                 sys.meta_path.remove(self)
 
 
-def _run(step: Callable[[], None]) -> None:
-    """Runs a registration step; a failure is a warning, because it happens inside transformers' own imports."""
+def _run(step: Callable[[], None]) -> bool:
+    """Runs a registration step and says whether it succeeded. A failure (a module of transformers still half
+    imported, outside what the finder sees) is retried after the next watched import; it is never raised, because it
+    happens inside transformers' own imports."""
     try:
         step()
+    except ImportError:  # a circular import under way: the next watched import retries
+        return False
     except Exception as error:  # a broken ir3de_hf must not break `from transformers import ...`
         warnings.warn(
             f"ir3de_hf could not register with transformers' auto classes: {error!r}", RuntimeWarning, stacklevel=2
         )
+    return True
 
 
 class _RegisteringLoader(importlib.abc.Loader):

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .hub._atomic import atomic_file
 
 __all__ = ["AXLFile", "read_axl_file", "write_axl_file"]
 
@@ -117,17 +118,9 @@ def write_axl_file(
         "embedder": embedder,
         "includes_padding": includes_padding,
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(content, stream)
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_file(path) as staging:
+        torch.save(content, staging)
+    return Path(path)
 
 
 def _check_dtype(where: str, tag: str, a: torch.Tensor, b: torch.Tensor) -> None:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARTIFACTS",
+    "SMOLLM2_HUB_ID",
     "Artifact",
     "AssetError",
     "cache_root",
@@ -55,6 +56,8 @@ __all__ = [
     "gemma3_embedding_path",
     "minilm_path",
     "minilm_static_path",
+    "seed_hf_cache",
+    "seeded_revision",
     "smollm2_path",
 ]
 
@@ -928,6 +931,73 @@ def gemma3_embedding_path(verify: bool = True) -> Path:
     )
 
 
+# ------------------------------------------------------------------------------------------------ HF cache seeding
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def seeded_revision(artifact: Artifact) -> str:
+    """The commit id under which a pinned model is seeded into the HF cache: 40 hex digits derived from the pinned
+    artifact (``sha1("ir3de_hf-seed:<spec>:<sha256>")``), so every machine seeds the same one. It is NOT an upstream
+    Hub commit (the wheels do not record one): routers name the base model by id without a revision, which resolves
+    through ``refs/main`` to it offline and to the real model online."""
+    return hashlib.sha1(f"ir3de_hf-seed:{artifact.spec}:{artifact.sha256}".encode()).hexdigest()
+
+
+def seed_hf_cache(cache_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> dict[str, Path]:
+    """Places the pinned models in the HF cache under the Hub ids the project writes (``SmolLM2-135M-Instruct``, the
+    base model of the shipped adapters and the demo router's encoder; ``all-MiniLM-L6-v2``), so that
+    ``from_pretrained("org/name")`` resolves them with ``HF_HUB_OFFLINE=1`` through huggingface_hub's normal cache
+    lookup. The layout is the Hub's own: ``models--ORG--NAME/blobs/<sha256>`` (hard links to the asset's files where
+    possible), ``snapshots/<revision>/<file>`` (relative symlinks) and ``refs/main``; see `seeded_revision`.
+    Idempotent; ``make setup`` (``python -m ir3de_hf.assets``) runs it.
+
+    Args:
+        cache_dir: the HF hub cache (default ``huggingface_hub.constants.HF_HUB_CACHE``: ``$HF_HOME/hub``).
+        verify: check the assets' sha256 first (see the module's notes).
+
+    Returns:
+        Per Hub id, its snapshot folder.
+    """
+    from huggingface_hub import constants
+
+    cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
+    entries = {SMOLLM2_HUB_ID: (smollm2_path(verify), "smollm2"), _MINILM_HUB_ID: (minilm_path(verify), "minilm")}
+    return {
+        repo_id: _seed(entry, cache / f"models--{repo_id.replace('/', '--')}", seeded_revision(ARTIFACTS[key]))
+        for repo_id, (entry, key) in entries.items()
+    }
+
+
+def _seed(entry: Path, repo: Path, revision: str) -> Path:
+    """Seeds one asset entry as ``revision`` of the cached repository ``repo``; returns the snapshot folder."""
+    files: dict[str, dict[str, object]] = json.loads((entry / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    snapshot = repo / "snapshots" / revision
+    for rel, meta in files.items():
+        blob = repo / "blobs" / str(meta["sha256"])
+        if not blob.is_file():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            staging = blob.with_name(f".{blob.name}.{os.getpid()}.partial")
+            try:
+                os.link(entry / rel, staging)
+            except OSError:  # another filesystem
+                shutil.copyfile(entry / rel, staging)
+            os.replace(staging, blob)
+        link = snapshot / rel
+        if not link.is_file():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()  # a dangling link
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    ref = repo / "refs" / "main"
+    if not ref.is_file() or ref.read_text() != revision:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        staging = ref.with_name(f".main.{os.getpid()}.partial")
+        staging.write_text(revision)
+        os.replace(staging, ref)
+    return snapshot
+
+
 def _timed(fn: Callable[[], Path]) -> tuple[Path, float]:
     start = time.perf_counter()
     return fn(), time.perf_counter() - start
@@ -940,3 +1010,5 @@ if __name__ == "__main__":  # python -m ir3de_hf.assets: fetch and verify everyt
     for key in sorted(set(ARTIFACTS) - _MODEL_KEYS):
         path, secs = _timed(functools.partial(corpus_path, key))
         print(f"{key:18s} {secs:7.2f}s  {path}")
+    for repo_id, snapshot in seed_hf_cache(verify=False).items():  # just verified above
+        print(f"HF cache: {repo_id} -> {snapshot}")

@@ -202,6 +202,8 @@ class IR3DEConfig(PreTrainedConfig):
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Checks (and normalises) a field before it is set, so that a rejected value leaves the old one in place."""
+        if name in _READ_ONLY:
+            raise AttributeError(f"config.{name} is read-only: it is derived from {_READ_ONLY[name]}.")
         check = _FIELD_CHECKS.get(name)
         if check is not None:
             value = check(name, value)
@@ -240,6 +242,14 @@ class IR3DEConfig(PreTrainedConfig):
         for name, check in _FIELD_CHECKS.items():
             check(name, getattr(self, name))
         _check_ids_in_vocabulary(self.vocab_size, self.pad_token_id, self.ignored_token_ids)
+
+
+_EXPERTS = "config.experts; change the experts with router.add_expert / router.remove_expert (or set config.experts)"
+_READ_ONLY = {  # the properties: what each is derived from, and what to change instead
+    "expert_names": _EXPERTS,
+    "expert_specs": _EXPERTS,
+    "never_counted_ids": "config.ignored_token_ids and config.pad_token_id; set those instead",
+}
 
 
 def _is_integer(value: Any) -> bool:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
+
+from .hub._atomic import atomic_file
 
 __all__ = ["FitCheckpoint", "StreamProgress", "checkpoint_path"]
 
@@ -57,17 +58,10 @@ class FitCheckpoint:
             "progress": json.dumps([asdict(entry) for entry in self.progress]),
             "finished": json.dumps(self.finished),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_file(path) as temporary:
             save_file({"counts": self.counts.contiguous()}, temporary, metadata=metadata)
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
 
     @classmethod
     def load(cls, path: Path) -> FitCheckpoint | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .encoder import embedding_fingerprint
@@ -198,8 +199,11 @@ class ExpertStatistics:
         try:
             metadata = json.loads((directory / METADATA_FILE).read_text())
             tensors = load_file(directory / STATISTICS_FILE)
-        except (OSError, ValueError) as error:
-            raise StatisticsError(f"{where}: unreadable statistics files: {error}") from error
+        except (OSError, ValueError, SafetensorError) as error:
+            raise StatisticsError(
+                f"{where}: its {METADATA_FILE} or {STATISTICS_FILE} is missing, unreadable or truncated ({error}); "
+                "save or push the expert's statistics again."
+            ) from error
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
             raise StatisticsError(f"{where}: {METADATA_FILE} is not an ir3de_hf statistics file.")
         if metadata.get("format_version", 0) > _VERSION:

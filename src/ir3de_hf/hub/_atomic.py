@@ -18,6 +18,12 @@ between them leaves no directory at the target path, but the old one intact besi
 the start of every save (and before loading a local router), renames it back and removes the debris of interrupted
 saves. A save holds an `flock` on its new and old directories, and recovery never touches a sibling it cannot lock,
 so a load in one process does not destroy a save under way in another.
+
+Permissions: a save refuses a target the user cannot write (the directory itself, not only its parent: the swap
+needs only the parent, and would replace a directory its owner made read-only), and every file it writes gets the
+mode a plain ``open()`` gives under the umask (safetensors and `tempfile.mkstemp` write 0600, so another user could
+not load a shared router). Errors name the path the user gave, never the hidden siblings (the original error is the
+``__cause__``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -38,7 +45,7 @@ try:
 except ImportError:  # Windows: no directory locks
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_directory", "recover_directory"]
+__all__ = ["atomic_directory", "atomic_file", "check_writable", "file_mode", "recover_directory"]
 
 _NEW, _OLD = ".ir3de-new-", ".ir3de-old-"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -61,6 +68,66 @@ def _exchange(first: Path, second: Path) -> None:
     if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file under this process's umask (``0o666 & ~umask``)."""
+    umask = os.umask(0o077)  # read it by setting it: 0o077 meanwhile, never a looser one
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def check_writable(target: str | os.PathLike[str], *, directory: bool) -> None:
+    """Refuses, before anything is written, a save that this user may not make: ``target`` itself when it exists
+    (a save replaces it), and the folder that receives the hidden sibling (its parent, or the nearest existing
+    ancestor when the parent is missing).
+
+    Raises:
+        PermissionError: naming ``target``, the folder that is not writable, and what to do.
+    """
+    given = Path(target)
+    resolved = Path(os.path.realpath(given))
+    access = os.W_OK | os.X_OK if directory else os.W_OK
+    if os.path.lexists(resolved) and not os.access(resolved, access):
+        _refuse(given, resolved, "it is not writable by this user")
+    parent = resolved.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _refuse(given, parent, "its folder is not writable by this user, and a save writes beside it")
+
+
+def _refuse(given: Path, blocking: Path, why: str) -> None:
+    try:
+        info = blocking.stat()
+        owner = f" ({blocking} is owned by uid {info.st_uid}, mode {info.st_mode & 0o7777:o})"
+    except OSError:
+        owner = ""
+    raise PermissionError(
+        errno.EACCES,
+        f"Cannot save to {given}: {why}{owner}. Save to a directory you can write, or ask its owner for write "
+        f"permission; {_unchanged(given)}",
+        str(given),
+    )
+
+
+def _unchanged(given: Path) -> str:
+    return f"{given} was left unchanged" if os.path.lexists(given) else "nothing was written"
+
+
+@contextmanager
+def _named(given: Path, target: Path) -> Iterator[None]:
+    """Re-raises an `OSError` naming a hidden sibling of ``target`` (``.<name>.ir3de-new-*``, ``.<name>.*.partial``)
+    as the same error about ``given``, the path the user passed, with the original as its ``__cause__``."""
+    try:
+        yield
+    except OSError as error:
+        named = [str(name) for name in (error.filename, error.filename2) if name is not None]
+        hidden = f"{target.parent}{os.sep}.{target.name}."
+        if not any(name.startswith(hidden) for name in named):
+            raise
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"Cannot save to {given}: {reason}; {_unchanged(given)}", str(given)) from error
 
 
 def _sibling(target: Path, kind: str) -> Path:
@@ -189,25 +256,65 @@ def atomic_directory(target: str | os.PathLike[str], keep_others: bool = True) -
 
     Raises:
         NotADirectoryError: if `target` exists and is not a directory.
+        PermissionError: if this user may not write `target` or its folder (see `check_writable`); nothing is
+            written and `target` is left unchanged.
     """
+    given = Path(target)
     target = Path(os.path.realpath(target))
     if os.path.lexists(target) and not target.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "cannot save into a path that is not a directory", str(target))
-    recover_directory(target)
-    if not target.parent.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-    new = _sibling(target, _NEW)
-    os.mkdir(new)
+        raise NotADirectoryError(errno.ENOTDIR, "cannot save into a path that is not a directory", str(given))
+    check_writable(given, directory=True)
+    with _named(given, target):
+        recover_directory(target)
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+        new = _sibling(target, _NEW)
+        os.mkdir(new)
     try:
         with ExitStack() as stack:
             _lock(new, stack)
-            yield new
-            if target.is_dir():
-                _lock(target, stack)  # the old directory, wherever the swap puts it
-                if keep_others:
-                    _carry_over(target, new)
-                shutil.copymode(target, new)
-            _swap(new, target)
+            with _named(given, target):
+                yield new
+                _umask_modes(new)
+                if target.is_dir():
+                    _lock(target, stack)  # the old directory, wherever the swap puts it
+                    if keep_others:
+                        _carry_over(target, new)
+                    shutil.copymode(target, new)
+                _swap(new, target)
     finally:
         if os.path.lexists(new):  # the new directory if the save failed, the old one after an exchange
             _remove(new)
+
+
+def _umask_modes(directory: Path) -> None:
+    """Gives the files the save wrote at the top of ``directory`` the umask's mode (safetensors writes 0600);
+    subfolders are left alone: expert folders are hard links to the user's own files."""
+    mode = file_mode()
+    for entry in directory.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, mode)
+
+
+@contextmanager
+def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a hidden temporary path beside ``target`` (``.<name>.<random>.partial``) to write a file into; when the
+    block succeeds the file gets the umask's mode and replaces ``target`` in one rename, else it is removed.
+
+    Raises:
+        PermissionError: if this user may not write ``target`` (see `check_writable`); ``target`` is left unchanged.
+    """
+    given = Path(target)
+    target = Path(os.path.realpath(given))
+    check_writable(given, directory=False)
+    with _named(given, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(handle)
+        try:
+            yield Path(staging)
+            os.chmod(staging, file_mode())
+            os.replace(staging, target)
+        finally:
+            with suppress(OSError):
+                os.unlink(staging)

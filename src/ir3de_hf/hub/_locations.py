@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from huggingface_hub import CommitInfo, HfApi, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -82,8 +82,7 @@ def hub_file(
         return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
     except LocalEntryNotFoundError as cause:  # a subclass of EntryNotFoundError: test it first
         raise error(
-            f"{where} has no {filename} in the HF cache and the Hub cannot be reached; download it while online or "
-            "pass a local directory."
+            f"{where} has no {filename} in the HF cache and the Hub cannot be reached{_offline()}; {_fetch(repo_id)}"
         ) from cause
     except EntryNotFoundError as cause:
         if missing_ok:
@@ -95,6 +94,16 @@ def hub_file(
         raise error(f"{where} is neither a local directory nor a Hub repository.") from cause
     except HfHubHTTPError as cause:
         raise error(f"{where} could not be fetched from the Hub: {cause}") from cause
+
+
+def _offline() -> str:
+    return " (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+
+
+def _fetch(repo_id: str) -> str:
+    """What to do about a Hub repository missing from the HF cache."""
+    online = "set HF_HUB_OFFLINE=0 to download it" if constants.HF_HUB_OFFLINE else "connect to the Hub"
+    return f"{online}, pre-download it where the Hub is reachable (`hf download {repo_id}`), or pass a local folder."
 
 
 def upload_folder(

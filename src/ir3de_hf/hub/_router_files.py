@@ -300,9 +300,14 @@ def saved_config(name_or_path: str | os.PathLike[str], where: Mapping[str, Any])
         raise FileNotFoundError(
             f"{name_or_path}: no such directory. Give the directory of a saved router, or a Hub id like 'org/name'."
         )
-    config_file = cached_file(name_or_path, "config.json", **where)
+    config_file = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **where)
+    if config_file is None:
+        raise FileNotFoundError(
+            f"{name_or_path} has no config.json, so it is not a saved router (or its save was damaged). Give the "
+            "directory save_pretrained wrote, or save the router there again."
+        )
     try:
-        values = json.loads(Path(config_file).read_text())  # type: ignore[arg-type]
+        values = json.loads(Path(config_file).read_text())
         model_type = values.get("model_type")
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{config_file}: not a JSON object ({error}).") from error
@@ -382,7 +387,17 @@ def saved_tokenizer(name_or_path: str | os.PathLike[str], where: Mapping[str, An
     """The tokenizer saved with a router, or None when it was saved without one (``config`` spares `AutoTokenizer`
     a second parse of ``config.json``)."""
     found = cached_file(name_or_path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False, **where)
-    return AutoTokenizer.from_pretrained(name_or_path, config=config, **where) if found else None
+    if not found:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, config=config, **where)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # what the tokenizer libraries raise on bad files
+        backend = cached_file(name_or_path, "tokenizer.json", _raise_exceptions_for_missing_entries=False, **where)
+        what = "has no tokenizer.json" if backend is None else f"has a tokenizer.json that cannot be read ({error!r})"
+        raise ValueError(
+            f"{name_or_path} {what}, though its tokenizer_config.json says it was saved with a tokenizer. Save the "
+            "router again with its tokenizer, or delete tokenizer_config.json to load it without one."
+        ) from error
 
 
 def saved_card(name_or_path: str | os.PathLike[str], where: Mapping[str, Any]) -> CardInfo:
