@@ -469,7 +469,7 @@ def render_route(result: dict[str, Any]) -> tuple[str, Any, Any, str, str]:
     names = list(result["scores"])
     colors = display.expert_colors(names)
     if result["expert"] is None:
-        text = "**No decision**: the prompt has only special tokens."
+        text = "**No decision**: the prompt has no token the router can use (empty, blank or only special tokens)."
     else:
         text = (
             f"Routed to **{result['expert']}**, {margin_text(result)}. Aggregation: {result['aggregation']} over "

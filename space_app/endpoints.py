@@ -132,7 +132,9 @@ def generate(
     forced = _optional_name(expert, "The expert to answer")
     decision = Decision(forced, "forced") if forced else _route(router, prompt)[1]
     if decision is None:
-        raise _refusal("The prompt has no token the router can use (only special tokens); nothing to answer.")
+        raise _refusal(
+            "The prompt has no token the router can use (empty, blank or only special tokens); nothing to answer."
+        )
     name = decision.expert
     if name not in router.expert_names:
         raise _refusal(f"No expert named {name!r}; the experts are: {', '.join(router.expert_names)}.")
@@ -168,7 +170,9 @@ def chat(
     router = holder.current
     shown, decision = _route(router, message)
     if decision is None:
-        raise _refusal("The message has no token the router can use (only special tokens); nothing to route.")
+        raise _refusal(
+            "The message has no token the router can use (empty, blank or only special tokens); nothing to route."
+        )
     line = routing_line(shown)
     if not shown["can_generate"]:
         yield (f"{line}\n\n*{decision.expert!r} was added from text: it routes, but has no model to answer with.*")

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 from ._resources import resource_path
-from .assets import cache_root, smollm2_path
+from .assets import SMOLLM2_HUB_ID, cache_root, smollm2_path
 from .configuration_ir3de import FORMAT_VERSION, IR3DEConfig
 from .data import benchmark_path, load_benchmark
 from .data.more_sources import MORE_SOURCES_FILE, load_more_sources
@@ -34,7 +34,7 @@ from .modeling_ir3de import IR3DERouterModel
 __all__ = ["demo_experts_path", "load_demo_router", "sample_prompts"]
 
 DOMAINS = ("code", "legal", "politics", "biomedical", "fiction", "multilingual")
-ENCODER_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ENCODER_ID = SMOLLM2_HUB_ID
 # How the cached router is saved: a change must not reuse an old cache.
 _LAYOUT = "experts copied in, Hub ids, calibrated on unseen sources"
 EXPERTS_ENV = "IR3DE_DEMO_EXPERTS"

@@ -374,7 +374,8 @@ def _hub_files(repo_id: str, include: str, revision: str | None) -> list[str]:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[include, f"**/{include}"]))
     except LocalEntryNotFoundError as error:
         raise ValueError(
-            f"{where} is not in the HF cache and the Hub cannot be reached; download it while online."
+            f"{where} is not in the HF cache and the Hub cannot be reached: pre-download it where the Hub is "
+            f"reachable (`hf download {repo_id}`), or pass the local files."
         ) from error
     except (HfHubHTTPError, HFValidationError) as error:
         raise ValueError(f"{where} could not be fetched: {str(error).splitlines()[0]}") from error
