@@ -106,7 +106,7 @@ class Decider:
         except NoEvidenceError as error:
             raise ServeError(
                 400,
-                f"Prompt {error.index} has no token the router can use (empty, blank or only special tokens); name an expert as the "
-                "model, or start the server with --fallback-expert.",
+                f"Prompt {error.index} has no token the router can use (empty, blank or only special tokens); name an "
+                "expert as the model, or start the server with --fallback-expert.",
                 param="input",
             ) from error
