@@ -272,7 +272,7 @@ def test_the_extras_of_pyproject_are_the_extras_the_code_names():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert set(extras) == set(EXTRAS)
     core = {re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in PYPROJECT["project"]["dependencies"]}
-    assert core == {"torch", "transformers", "safetensors", "huggingface-hub", "tokenizers", "tqdm"}
+    assert core == {"torch", "transformers", "safetensors", "huggingface-hub", "tokenizers", "tqdm", "packaging"}
     for module, extra in OPTIONAL_IMPORTS.items():
         assert DISTRIBUTIONS.get(module, module) in _extra_requirements(extra), (module, extra)
     assert _extra_requirements("space") >= _extra_requirements("experts") | _extra_requirements("data")

@@ -56,7 +56,10 @@ def test_eval_without_domain_labels_is_a_one_line_error(onehot_router, domain_te
     data.write_text(json.dumps({"text": "some text"}) + "\n")
     assert main(["eval", str(router_dir), "--data", str(data)]) == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line == f"ir3de eval: error: {data} has no 'domain' column to evaluate against"
+    assert last_line == (
+        f"ir3de eval: error: {data} has no 'domain' column to evaluate against (its columns: 'text'); give one JSON "
+        "object per line with text and domain keys, or a parquet file with those columns"
+    )
 
 
 def test_eval_on_labels_that_are_not_experts_says_what_they_were_and_to_pass_data(
