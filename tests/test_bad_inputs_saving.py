@@ -24,7 +24,17 @@ from ir3de_hf import assets as assets_module
 from ir3de_hf.hub._atomic import atomic_directory, atomic_file, file_mode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# nobody, who may read and search every folder (CAP_DAC_READ_SEARCH: the checkout and its venv may sit in a folder
+# only root may enter) but writes by its own permissions only; `os.access` ignores capabilities for a non-root user,
+# so what it says is nobody's plain permission
+NOBODY = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
 PROBE = ["def parse(text): return json.loads(text)", "the licensee shall keep this notice"]
 
 
@@ -144,11 +154,14 @@ def test_a_router_saved_by_root_under_umask_022_loads_as_another_user(router, sh
     with _umask(0o022):
         router.save_pretrained(shared / "router")
     code = (
+        "import os, pathlib\n"
         "from ir3de_hf import IR3DERouterModel\n"
-        f"router = IR3DERouterModel.from_pretrained({str(shared / 'router')!r})\n"
-        f"print(router.expert_names, router.route({PROBE!r}).expert_names)"
+        f"folder = pathlib.Path({str(shared / 'router')!r})\n"
+        "unreadable = [p.name for p in folder.rglob('*') if not os.access(p, os.R_OK)]\n"
+        "router = IR3DERouterModel.from_pretrained(folder)\n"
+        f"print(unreadable, router.expert_names, router.route({PROBE!r}).expert_names)"
     )
-    assert _as_nobody(shared, code) == f"{router.expert_names} {router.route(PROBE).expert_names}"
+    assert _as_nobody(shared, code) == f"[] {router.expert_names} {router.route(PROBE).expert_names}"
 
 
 @pytest.mark.parametrize(
