@@ -21,6 +21,7 @@ import pytest
 
 from ir3de_hf import ExpertStatistics, IR3DEConfig, IR3DERouterModel, StatisticsError
 from ir3de_hf import assets as assets_module
+from ir3de_hf.demo import load_demo_router
 from ir3de_hf.hub._atomic import atomic_directory, atomic_file, file_mode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -420,11 +421,9 @@ def test_a_seeded_cache_resolves_the_hub_id_offline_for_tokenizer_and_adapters(s
 def test_a_reloaded_demo_router_generates_offline_from_a_seeded_cache(seeded, tmp_path):
     """The demo router names its adapters' base model by Hub id: re-loaded without the demo's expert pool, it could
     not generate offline before the cache was seeded."""
-    built = sorted((assets_module.cache_root() / "demo-router").glob("*/config.json"))
-    if not built:
-        pytest.skip("no demo router built yet; run `ir3de demo` or `make demo` once")
+    built = Path(load_demo_router().name_or_path)  # this version's saved demo router (built once, then cached)
     copy = tmp_path / "demo-router"
-    shutil.copytree(built[0].parent, copy, copy_function=os.link)  # the real cache is never touched
+    shutil.copytree(built, copy, copy_function=os.link)  # the real cache is never touched
     code = (
         "from ir3de_hf import IR3DERouterModel\n"
         f"router = IR3DERouterModel.from_pretrained({str(copy)!r})\n"
