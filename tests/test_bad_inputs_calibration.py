@@ -7,7 +7,6 @@ and the command line refuse the same data with the same message: one expert, one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from cli_errors import directory_digest, error_line, refused
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.calibration import CalibrationReport, fit_calibration
 from ir3de_hf.cli import main
@@ -457,19 +457,6 @@ def workspace(_saved, tmp_path) -> dict[str, str]:
     return {"tmp": str(tmp_path / "w")}
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-        for path in sorted(root.rglob("*"))
-    }
-
-
-def _error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    [line] = [line for line in stderr.splitlines() if ": error: " in line]
-    return line
-
-
 # (arguments after "calibrate", exit code, a fragment of the error line); {tmp} is the workspace
 R = "{tmp}/router"
 CLI_CASES: list[tuple[list[str], int, str]] = [
@@ -537,19 +524,12 @@ def test_ir3de_calibrate_bad_input_is_a_one_line_error_and_changes_nothing(
 ):
     filled = ["calibrate", *(argument.format(**workspace) for argument in arguments)]
     root = Path(workspace["tmp"])
-    before = _digest(root)
+    before = directory_digest(root)
     decision = IR3DERouterModel.from_pretrained(root / "router").route(PROBES).logits.tolist()
-    capsys.readouterr()
-    if code == 2:
-        with pytest.raises(SystemExit) as exited:
-            main(filled)
-        assert exited.value.code == 2
-    else:
-        assert main(filled) == 1
-    line = _error_line(capsys.readouterr().err)
+    line = refused(filled, code, capsys)
     assert line.startswith("ir3de calibrate: error: " if code == 1 else "ir3de")
     assert fragment.format(**workspace) in line
-    assert _digest(root) == before
+    assert directory_digest(root) == before
     assert IR3DERouterModel.from_pretrained(root / "router").route(PROBES).logits.tolist() == decision
 
 
@@ -570,7 +550,7 @@ def test_the_api_and_the_command_line_refuse_one_class_with_the_same_message(rou
     root = Path(workspace["tmp"])
     capsys.readouterr()
     assert main(["calibrate", str(root / "router"), "--data", str(root / "code.jsonl")]) == 1
-    assert _error_line(capsys.readouterr().err) == f"ir3de calibrate: error: {raised.value}"
+    assert error_line(capsys.readouterr().err) == f"ir3de calibrate: error: {raised.value}"
 
 
 def test_there_are_at_least_twenty_five_distinct_cases():

@@ -3,16 +3,15 @@ stderr that names the problem, and leaves every file on disk as it was; the save
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from cli_errors import directory_digest, error_line, refused
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.cli import main
 
@@ -110,43 +109,20 @@ def workspace(text_router, domain_texts, expert_dir, tmp_path) -> dict[str, str]
     }
 
 
-def _digest(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with its content hash: any write, removal or new file shows."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-        for path in sorted(root.rglob("*"))
-    }
-
-
 def _decision(router_dir: str) -> tuple[list[str | None], list[list[float]]]:
     output = IR3DERouterModel.from_pretrained(router_dir).route([PROMPT])
     return output.expert_names, output.logits.tolist()
 
 
-def _error_line(stderr: str) -> str:
-    """The one line of the error (progress bars of transformers and datasets may share stderr)."""
-    assert "Traceback" not in stderr
-    [line] = [line for line in stderr.splitlines() if ": error: " in line]
-    return line
-
-
 @pytest.mark.parametrize(("arguments", "code", "fragment"), CASES, ids=[" ".join(case[0]) or "-" for case in CASES])
 def test_bad_input_is_a_one_line_error_and_changes_nothing(workspace, tmp_path, capsys, arguments, code, fragment):
     filled = [argument.format(**workspace) for argument in arguments]
-    before, decision = _digest(tmp_path), _decision(workspace["router"])
-    capsys.readouterr()
-
-    if code == 2:
-        with pytest.raises(SystemExit) as exit_info:
-            main(filled)
-        assert exit_info.value.code == 2
-    else:
-        assert main(filled) == 1
-    line = _error_line(capsys.readouterr().err)
+    before, decision = directory_digest(tmp_path), _decision(workspace["router"])
+    line = refused(filled, code, capsys)
 
     assert line.startswith(f"ir3de {filled[0]}: error: " if filled and code == 1 else "ir3de")
     assert fragment.format(**workspace) in line
-    assert _digest(tmp_path) == before
+    assert directory_digest(tmp_path) == before
     assert _decision(workspace["router"]) == decision
 
 
@@ -164,14 +140,14 @@ def test_there_are_at_least_twenty_distinct_cases():
 def test_the_exit_code_and_message_of_the_real_process(workspace, tmp_path, arguments, code, message):
     """Two cases through ``python -m ir3de_hf``: the exit code the shell sees, and nothing else on stderr."""
     filled = [argument.format(**workspace) for argument in arguments]
-    before = _digest(tmp_path)
+    before = directory_digest(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "ir3de_hf", *filled], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == code
-    assert message in _error_line(result.stderr)
+    assert message in error_line(result.stderr)
     assert result.stdout == ""
-    assert _digest(tmp_path) == before
+    assert directory_digest(tmp_path) == before
 
 
 def test_removing_every_expert_is_allowed_and_add_expert_refills_the_router(workspace, fit_data, capsys):
@@ -182,7 +158,7 @@ def test_removing_every_expert_is_allowed_and_add_expert_refills_the_router(work
     assert IR3DERouterModel.from_pretrained(router).expert_names == []
 
     assert main(["route", router, PROMPT]) == 1
-    assert "The router has no experts yet" in _error_line(capsys.readouterr().err)
+    assert "The router has no experts yet" in error_line(capsys.readouterr().err)
 
     assert main(["add-expert", router, "--expert", f"code={fit_data['code']}", "--quiet"]) == 0
     refilled = IR3DERouterModel.from_pretrained(router)
