@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, RepoCard
 
+from installs import run_install
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf._resources import resource_path
 from ir3de_hf.cli import main
@@ -256,11 +257,11 @@ def test_built_demo_space_installs_and_serves_offline(tmp_path) -> None:
     header = RepoCard.load(out / "README.md").data.to_dict()
     assert header["models"] == [ENCODER_ID]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    run_install([sys.executable, "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, TORCH_REQUIREMENT], check=True)
-    subprocess.run([*pip, "-r", "requirements.txt"], check=True, cwd=out)
+    run_install([*pip, TORCH_REQUIREMENT])
+    run_install([*pip, "-r", "requirements.txt"], cwd=out)
 
     port = _free_port()
     hf_home = _seed_hf_cache(tmp_path / "hf-home", smollm2_path(), ENCODER_ID)

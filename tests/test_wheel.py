@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from installs import run_install
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.assets import cache_root
 from test_architecture import CORE
@@ -96,7 +97,7 @@ print(json.dumps({"routed": routed, "loaded": loaded, "pulled": pulled, "message
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     command = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--quiet", "-w", str(out)]
-    subprocess.run(command, check=True)
+    run_install(command)
     (path,) = out.glob("ir3de_hf-*.whl")
     return path
 
@@ -109,7 +110,7 @@ def _environment() -> dict[str, str]:
 
 def _pip(venv: Path, *arguments: str) -> None:
     command = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *arguments]
-    subprocess.run(command, check=True, env=_environment())
+    run_install(command, env=_environment())
 
 
 def _site_packages(venv: Path) -> Path:
@@ -128,7 +129,7 @@ def venv(wheel, tmp_path_factory) -> Callable[[str], Path]:
         shared = [get(included) for included in (*INCLUDED[extra], "core")] if extra != "core" else []
         start = time.perf_counter()
         root = tmp_path_factory.mktemp(f"venv-{extra}")
-        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        run_install([sys.executable, "-m", "venv", str(root)])
         if extra == "core":
             _pip(root, TORCH_REQUIREMENT)
             _pip(root, str(wheel))
