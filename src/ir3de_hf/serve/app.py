@@ -1,5 +1,7 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
-"""The FastAPI app: OpenAI endpoints that route each request, ``/v1/route``, ``/v1/models``, ``/health``, ``/metrics``.
+"""The FastAPI app: OpenAI endpoints that route each request, ``/v1/route``, ``/v1/models``, ``/health``, ``/metrics``,
+and the admin API of live edits (`ir3de_hf.serve.admin`). Each request routes and is answered by one router version
+(`ir3de_hf.serve.live`), named in its answer.
 
 Every refusal is an OpenAI error body (``{"error": {"message", "type", "param", "code"}}``) with status 400, 401,
 404, 413, 422 or 503; an unexpected failure is a 500 with a one-line message, never a traceback. Once a stream has
@@ -27,9 +29,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..outputs import Decision
+from .admin import add_admin_routes, is_admin_path
 from .backends import Backend, Delta, Job
 from .decision import Decider, decision_body, decision_header, routed_text
 from .errors import ServeError, error_body
+from .live import LiveRouter, Version, released
 from .metrics import Metrics
 from .responses import EventStream, Reply, sse
 from .schemas import ChatRequest, CompletionRequest, RouteRequest, invalid_number, invalid_text
@@ -43,23 +47,32 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What the server accepts: ``api_key`` (None: no auth), which chat text is routed, and the size limits."""
+    """What the server accepts: ``api_key`` (None: no auth), ``admin_key`` (None: the admin API is off), which chat
+    text is routed, and the size limits."""
 
     api_key: str | None = None
+    admin_key: str | None = None
     route_on: str = "last_user"
     max_request_bytes: int = 1_000_000
     max_tokens_limit: int = 1024
     default_max_tokens: int = 64
 
 
-def create_app(decider: Decider, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
-    """The server of one read-only router (``decider``) in front of ``backend``'s experts."""
+def create_app(router: Decider | LiveRouter, backend: Backend, settings: ServeSettings | None = None) -> FastAPI:
+    """The server of ``router`` in front of ``backend``'s experts: a `Decider` is one read-only version, a
+    `LiveRouter` of a directory follows its edits and other workers' saves."""
     settings = settings or ServeSettings()
     metrics = Metrics()
+    live = router if isinstance(router, LiveRouter) else LiveRouter.fixed(router, backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(live.watch()) if live.directory is not None else None
         yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await backend.aclose()
 
     app = FastAPI(title="ir3de", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -116,9 +129,10 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             )
         return data, parsed
 
-    def decide(model: str, texts: Sequence[str] | Callable[[], str]) -> list[Decision]:
-        """``model``'s expert, or the routed decision of each text: ``texts`` are the prompts, or for a chat a
-        function that gives its one text to route (called only when routing, so a forced chat is not read)."""
+    def decide(version: Version, model: str, texts: Sequence[str] | Callable[[], str]) -> list[Decision]:
+        """``model``'s expert, or the routed decision of each text by ``version``: ``texts`` are the prompts, or for a
+        chat a function that gives its one text to route (called only when routing, so a forced chat is not read)."""
+        decider = version.decider
         forced = decider.forced(model)
         if forced is not None:
             return [forced] * (1 if callable(texts) else len(texts))
@@ -137,19 +151,29 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
             )
         return limit
 
-    async def answer(request: Request, endpoint: str, job: Job, decision: Decision, stream: bool) -> Response:
+    async def answer(request: Request, endpoint: str, job: Job, version: Version, stream: bool) -> Response:
+        """``job``'s answer; it counts in flight on its expert (a remove drains it) from before the first await
+        until the answer is sent or the stream ends."""
+        decision = job.decision
         if job.body.get("stop") is not None and backend.kind == "local":
             raise ServeError(400, "stop sequences are not supported by the local backend.", param="stop")
         metrics.request(endpoint, decision.expert, decision.reason)
-        reply = Reply(decision, chat=job.messages is not None)
-        headers = {"x-ir3de-expert": decision_header(decision)}
+        reply = Reply(decision, chat=job.messages is not None, router_version=version.id)
+        headers = {"x-ir3de-expert": decision_header(decision), "x-ir3de-router-version": version.id}
+        hold = live.hold(decision.expert)
         if not stream:
-            result = await _unless_gone(request, backend.complete(job))
+            try:
+                result = await _unless_gone(request, backend.complete(job))
+            finally:
+                hold.release()
             metrics.tokens(decision.expert, result.usage.prompt_tokens, result.usage.completion_tokens)
             return JSONResponse(reply.body(result), headers=headers)
-        pieces = backend.stream(job)
-        # a refusal or an unreachable expert fails here, before the headers
-        first = await _unless_gone(request, anext(pieces, Delta("")))
+        pieces = released(backend.stream(job), hold)
+        try:  # a refusal or an unreachable expert fails here, before the headers
+            first = await _unless_gone(request, anext(pieces, Delta("")))
+        except BaseException:  # also cancelled before the stream started, when its own `finally` cannot run
+            hold.release()
+            raise
         return EventStream(events(reply, job, first, pieces), headers)
 
     async def events(
@@ -182,35 +206,40 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body, chat = await parse(request, ChatRequest)
-        (decision,) = decide(chat.model, lambda: routed_text(chat.messages, settings.route_on))
+        version = live.current  # this request's one version, from here to its answer
+        (decision,) = decide(version, chat.model, lambda: routed_text(chat.messages, settings.route_on))
         messages = [{"role": message.role, "content": message.text} for message in chat.messages]
         limit = token_limit(chat.token_limit)
         job = Job(decision, limit, messages, None, chat.temperature, chat.top_p, body)
-        return await answer(request, "chat", job, decision, chat.stream)
+        return await answer(request, "chat", job, version, chat.stream)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body, completion = await parse(request, CompletionRequest)
-        (decision,) = decide(completion.model, [completion.text])
+        version = live.current
+        (decision,) = decide(version, completion.model, [completion.text])
         limit = token_limit(completion.token_limit)
         job = Job(decision, limit, None, completion.text, completion.temperature, completion.top_p, body)
-        return await answer(request, "completions", job, decision, completion.stream)
+        return await answer(request, "completions", job, version, completion.stream)
 
     @app.post("/v1/route")
     async def route(request: Request) -> JSONResponse:
         _, asked = await parse(request, RouteRequest)
-        model = asked.model or decider.meta_models[0]
+        version = live.current
+        model = asked.model or version.decider.meta_models[0]
         messages, given = asked.messages, asked.input
         if messages is not None:
-            decisions = decide(model, lambda: routed_text(messages, settings.route_on))
+            decisions = decide(version, model, lambda: routed_text(messages, settings.route_on))
         else:
-            decisions = decide(model, [given] if isinstance(given, str) else list(given or []))
+            decisions = decide(version, model, [given] if isinstance(given, str) else list(given or []))
         for decision in decisions:
             metrics.request("route", decision.expert, decision.reason)
-        data = [{"index": index, **decision_body(decision)} for index, decision in enumerate(decisions)]
-        return JSONResponse({"object": "list", "model": model, "data": data})
+        data = [{"index": index, **decision_body(decision, version.id)} for index, decision in enumerate(decisions)]
+        return JSONResponse(
+            {"object": "list", "model": model, "data": data}, headers={"x-ir3de-router-version": version.id}
+        )
 
-    def model_cards() -> dict[str, dict[str, object]]:
+    def model_cards(decider: Decider) -> dict[str, dict[str, object]]:
         """The meta-models (which route) and the experts (which force), by id, as OpenAI model objects."""
         created = int(time.time())
         cards: dict[str, dict[str, object]] = {
@@ -224,21 +253,31 @@ def create_app(decider: Decider, backend: Backend, settings: ServeSettings | Non
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": list(model_cards().values())})
+        return JSONResponse({"object": "list", "data": list(model_cards(live.current.decider).values())})
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> JSONResponse:
+        decider = live.current.decider
         decider.forced(model_id)  # a 404 naming the id and the models there are, for an unknown one
-        return JSONResponse(model_cards()[model_id])
+        return JSONResponse(model_cards(decider)[model_id])
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "backend": backend.kind, "experts": decider.router.expert_names})
+        version = live.current
+        return JSONResponse(
+            {
+                "status": "ok",
+                "backend": backend.kind,
+                "experts": version.router.expert_names,
+                "router_version": version.id,
+            }
+        )
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(live.current.id), media_type="text/plain; version=0.0.4")
 
+    add_admin_routes(app, live, settings.admin_key, parse, metrics)
     return app
 
 
@@ -261,7 +300,7 @@ class _Guard:
     def _refusal(self, scope: Scope) -> ServeError | None:
         headers = Headers(scope=scope)
         key = self.settings.api_key
-        if key is not None and scope["path"] != "/health":
+        if key is not None and scope["path"] != "/health" and not is_admin_path(scope["path"]):  # its own key
             scheme, _, token = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), key.encode()):
                 return ServeError(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.")

@@ -39,6 +39,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health")
     parser.add_argument(
+        "--admin-key",
+        help="turn on the admin API (GET/POST /v1/experts, DELETE /v1/experts/NAME: live edits of a router directory) "
+        "for clients sending 'Authorization: Bearer KEY'",
+    )
+    parser.add_argument(
+        "--watch-interval",
+        type=_seconds,
+        default=1.0,
+        help="seconds between checks of the router directory for a version another worker saved (1)",
+    )
+    parser.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="listen on a host other machines can reach (--host 0.0.0.0...) without --api-key: anyone can use it",
@@ -79,6 +90,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, choices=range(6), default=2, help="remote: extra attempts (2)")
 
 
+def _seconds(value: str) -> float:
+    """A wait of 0.05 to 3600 seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.05 <= number <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.05 to 3600, got {value!r}")
+    return number
+
+
+def _directory(argument: str) -> Path | None:
+    """The local directory a served router lives in (edited and watched), or None for a Hub id or the demo."""
+    path = Path(argument)
+    return path if argument != "demo" and path.is_dir() else None
+
+
 def router_name(argument: str) -> str:
     """The name clients may use besides ``ir3de`` to route: a Hub id as given, a directory's own name."""
     path = Path(argument)
@@ -90,6 +118,14 @@ def check_exposure(args: argparse.Namespace) -> None:
     ``--api-key`` or an explicit ``--allow-unauthenticated``; an empty key would let an empty token in."""
     if args.api_key is not None and not args.api_key.strip():
         raise ValueError("--api-key is empty; give a key clients will send as 'Authorization: Bearer KEY'.")
+    if args.admin_key is not None and not args.admin_key.strip():
+        raise ValueError("--admin-key is empty; give a key admin clients will send as 'Authorization: Bearer KEY'.")
+    if args.admin_key is not None and _directory(args.router) is None:
+        raise ValueError(
+            f"--admin-key edits the router directory it serves, and {args.router!r} is not a local directory; save "
+            "the router to a directory first (ir3de pull REPO --local-dir DIR, or router.save_pretrained(DIR)) and "
+            "serve that."
+        )
     if args.api_key is None and not args.allow_unauthenticated and not _is_loopback(args.host):
         raise ValueError(
             f"--host {args.host} can be reached from other machines and there is no --api-key, so anyone could use "
@@ -112,28 +148,42 @@ def serve(router: IR3DERouterModel, args: argparse.Namespace) -> int:
 
     from .app import ServeSettings, create_app
     from .decision import Decider
+    from .live import LiveRouter
 
-    decider = Decider(router, name=router_name(args.router), fallback_expert=args.fallback_expert)
+    Decider(router, fallback_expert=args.fallback_expert)  # refuses an unknown --fallback-expert before anything
     settings = ServeSettings(
         api_key=args.api_key,
+        admin_key=args.admin_key,
         route_on=args.route_on,
         max_request_bytes=args.max_request_bytes,
         max_tokens_limit=args.max_tokens_limit,
     )
     backend = _backend(router, args)
+    live = LiveRouter(
+        router,
+        backend,
+        name=router_name(args.router),
+        fallback_expert=args.fallback_expert,
+        directory=_directory(args.router),
+        watch_interval=args.watch_interval,
+    )
     url = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}/v1"
     if args.api_key is None:
         where = "this machine only" if _is_loopback(args.host) else "--allow-unauthenticated"
         _say(f"warning: no --api-key: every endpoint is open to anyone who can reach {url} ({where})")
     experts = router.expert_names
-    ready = f"serving on {url} ({len(experts)} experts: {', '.join(experts)}; backend {backend.kind})"
+    admin = "; admin API on" if args.admin_key is not None else ""
+    ready = (
+        f"serving on {url} ({len(experts)} experts: {', '.join(experts)}; backend {backend.kind}; router version "
+        f"{live.current.id}{admin})"
+    )
 
     class Server(uvicorn.Server):  # says where it listens once it does (a port in use fails before)
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
             _say(ready)
 
-    app = create_app(decider, backend, settings)
+    app = create_app(live, backend, settings)
     Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
     return 0
 

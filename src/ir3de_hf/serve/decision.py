@@ -25,9 +25,9 @@ META_MODEL = "ir3de"
 ROUTE_ON = ("last_user", "all_user", "all")
 
 
-def decision_body(decision: Decision) -> dict[str, Any]:
-    """The ``ir3de`` field of an answer: ``{"expert", "reason", "margin", "probabilities", "confident"}``, with
-    ``margin`` None when forced or with a single expert (NaN and inf are not JSON)."""
+def decision_body(decision: Decision, router_version: str) -> dict[str, Any]:
+    """The ``ir3de`` field of an answer: ``{"expert", "reason", "margin", "probabilities", "confident",
+    "router_version"}``, with ``margin`` None when forced or with a single expert (NaN and inf are not JSON)."""
     margin = decision.margin if math.isfinite(decision.margin) else None
     return {
         "expert": decision.expert,
@@ -35,6 +35,7 @@ def decision_body(decision: Decision) -> dict[str, Any]:
         "margin": margin,
         "probabilities": decision.probabilities,
         "confident": decision.confident,
+        "router_version": router_version,
     }
 
 

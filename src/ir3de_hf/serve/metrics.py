@@ -1,7 +1,8 @@
 # Copyright 2026 The ir3de_hf developers. Licensed under the Apache License, Version 2.0.
 """Prometheus text exposition of the server's counters, written by hand (no client library needed).
 
-Requests and tokens per expert, fallbacks per expert, errors per status and a histogram of the time spent routing.
+Requests and tokens per expert, fallbacks per expert, errors per status, a histogram of the time spent routing, the
+router version served and the expert edits made through this server.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Metrics:
         self._tokens: Counter[tuple[str, str]] = Counter()  # (expert, kind)
         self._fallbacks: Counter[str] = Counter()
         self._errors: Counter[int] = Counter()
+        self._edits: Counter[str] = Counter()  # action ("add", "remove")
         self._latency_buckets = [0] * len(_BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -42,6 +44,10 @@ class Metrics:
         with self._lock:
             self._errors[status] += 1
 
+    def edit(self, action: str) -> None:
+        with self._lock:
+            self._edits[action] += 1
+
     def routing_seconds(self, seconds: float) -> None:
         with self._lock:
             for index, bound in enumerate(_BUCKETS):
@@ -50,7 +56,7 @@ class Metrics:
             self._latency_sum += seconds
             self._latency_count += 1
 
-    def render(self) -> str:
+    def render(self, router_version: str) -> str:
         with self._lock:
             lines = [
                 "# HELP ir3de_requests_total Requests answered, per endpoint, expert and reason.",
@@ -77,5 +83,11 @@ class Metrics:
                 f'ir3de_routing_seconds_bucket{{le="+Inf"}} {self._latency_count}',
                 f"ir3de_routing_seconds_sum {self._latency_sum}",
                 f"ir3de_routing_seconds_count {self._latency_count}",
+                "# HELP ir3de_router_version_info The router version this server answers with.",
+                "# TYPE ir3de_router_version_info gauge",
+                f'ir3de_router_version_info{{version="{router_version}"}} 1',
+                "# HELP ir3de_expert_edits_total Experts added and removed through this server's admin API.",
+                "# TYPE ir3de_expert_edits_total counter",
+                *(f'ir3de_expert_edits_total{{action="{a}"}} {self._edits[a]}' for a in ("add", "remove")),
             ]
         return "\n".join(lines) + "\n"

@@ -24,8 +24,9 @@ __all__ = ["EventStream", "Reply", "sse"]
 class Reply:
     """Builds the bodies of one answer; ``chat`` selects the chat schema (else the text-completion one)."""
 
-    def __init__(self, decision: Decision, chat: bool) -> None:
+    def __init__(self, decision: Decision, chat: bool, router_version: str) -> None:
         self.decision = decision
+        self.router_version = router_version
         self.chat = chat
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -66,7 +67,7 @@ class Reply:
     def _head(self, kind: str, with_decision: bool = True) -> dict[str, Any]:
         head: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created, "model": self.decision.expert}
         if with_decision:
-            head["ir3de"] = decision_body(self.decision)
+            head["ir3de"] = decision_body(self.decision, self.router_version)
         return head
 
 

@@ -6,9 +6,11 @@ adapters of one base model (`ir3de_hf.generation.answer` is given each prompt's 
 mixed-adapter batch). The token counts and finish reasons are the generation's own: nothing is tokenized again.
 
 One thread owns the pool, so experts are loaded, switched and unloaded by one caller (peft's active adapter is
-global state of the shared base model); the event loop only routes and waits. A request whose client went away is
-dropped if it has not started, and its generation stops at the next token if it has (a batch's once all of its
-requests are gone), so an abandoned long answer never holds the worker.
+global state of the shared base model); the event loop only routes and waits. The pool is the one the router had
+when the backend was made, and it outlives router versions: a live add registers the new expert in it
+(`add_expert`), a remove unregisters it once its requests drained (`remove_expert`), each between two generations.
+A request whose client went away is dropped if it has not started, and its generation stops at the next token if it
+has (a batch's once all of its requests are gone), so an abandoned long answer never holds the worker.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from ..errors import ServeError
 from . import Answer, Delta, Job, Usage
 
 if TYPE_CHECKING:
+    from ...configuration_ir3de import ExpertSpec
     from ...modeling_ir3de import IR3DERouterModel
 
 __all__ = ["LocalBackend"]
@@ -58,12 +61,13 @@ class LocalBackend:
             raise ValueError(
                 f"max_batch_size must be >= 1 and batch_wait_ms >= 0, got {max_batch_size} and {batch_wait_ms}."
             )
-        self.router = router
+        self.pool = router.expert_pool
         self.max_batch_size = max_batch_size
         self.batch_wait = batch_wait_ms / 1000
         self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches of that size ran
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._held: deque[_Pending] = deque()  # taken from the queue while batching another key
+        self._pool_lock = threading.Lock()  # generations and registry edits, one at a time
         self._worker = threading.Thread(target=self._work, name="ir3de-serve-local", daemon=True)
         self._worker.start()
 
@@ -91,6 +95,21 @@ class LocalBackend:
         finally:  # closed or cancelled before the end: the client went away (after the end this changes nothing)
             pending.cancelled.set()
 
+    async def add_expert(self, name: str, spec: ExpertSpec) -> None:
+        """Registers ``spec`` (its source is checked, nothing is loaded) between two generations."""
+        try:
+            await asyncio.to_thread(self._edit, lambda: self.pool.register(spec))
+        except ValueError as error:
+            raise ServeError(400, str(error), param="source") from error
+
+    async def remove_expert(self, name: str) -> None:
+        """Unloads and unregisters ``name`` between two generations (its requests are drained already)."""
+        await asyncio.to_thread(self._edit, lambda: self.pool.unregister(name, missing_ok=True))
+
+    def _edit(self, change: Callable[[], None]) -> None:
+        with self._pool_lock:
+            change()
+
     async def aclose(self) -> None:
         self._queue.put(None)
 
@@ -102,9 +121,12 @@ class LocalBackend:
                 continue
             self._set_key(first)
             if first.pieces is not None:
-                self._run_stream(first)
+                with self._pool_lock:
+                    self._run_stream(first)
             else:
-                self._run_batch(self._collect(first))
+                batch = self._collect(first)
+                with self._pool_lock:
+                    self._run_batch(batch)
 
     def _collect(self, first: _Pending) -> list[_Pending]:
         """``first`` and the jobs with its key that are waiting or arrive within the batch window."""
@@ -136,8 +158,8 @@ class LocalBackend:
         same sampling and token limit. Computed here: only this thread touches the pool."""
         job = pending.job
         target: object = job.expert
-        with contextlib.suppress(ValueError):  # an expert without a model: `_run_batch` refuses it
-            target = self.router.expert_pool.batch_key(job.expert)
+        with self._pool_lock, contextlib.suppress(ValueError):  # an expert without a model: `_run_batch` refuses it
+            target = self.pool.batch_key(job.expert)
         pending.key = (target, job.max_tokens, tuple(sorted(_sampling(job).items())))
 
     def _run_batch(self, batch: list[_Pending]) -> None:
@@ -146,7 +168,7 @@ class LocalBackend:
         jobs = [pending.job for pending in batch]
         answered: dict[int, Answer] = {}
         try:
-            pool = self.router.expert_pool
+            pool = self.pool
             tokenizer = pool.get(jobs[0].expert).tokenizer  # one tokenizer per batch key
             prompts = [_prompt(tokenizer, job) for job in jobs]
             for templated in dict.fromkeys(choice for _, choice in prompts):
@@ -176,7 +198,7 @@ class LocalBackend:
         assert pending.pieces is not None
         put = pending.pieces.put_nowait
         try:
-            pool = self.router.expert_pool
+            pool = self.pool
             prompt, templated = _prompt(pool.get(job.expert).tokenizer, job)
             stream = answer_stream(
                 pool,

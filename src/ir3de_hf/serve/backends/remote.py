@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..errors import ServeError
 from . import Answer, Delta, Job
 from .upstream import BadAnswer, answer_of, deltas_of
+
+if TYPE_CHECKING:
+    from ...configuration_ir3de import ExpertSpec
 
 __all__ = ["RemoteBackend", "RemoteEndpoint", "parse_expert_url"]
 
@@ -116,6 +119,15 @@ class RemoteBackend:
                 failure = _describe(error)
             await _backoff(attempt, self.retries)
         raise self._unavailable(job.expert, failure)
+
+    async def add_expert(self, name: str, spec: ExpertSpec) -> None:
+        raise ServeError(
+            400,
+            f"experts behind --expert-url cannot be added live ({name!r}); serve them with one engine: --vllm-url.",
+        )
+
+    async def remove_expert(self, name: str) -> None:
+        """Nothing to free: the expert's server is not this one's."""
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
