@@ -22,6 +22,7 @@ from ir3de_hf import IR3DERouterModel
 from ir3de_hf.serve.app import ServeSettings, create_app
 from ir3de_hf.serve.backends.local import LocalBackend
 from ir3de_hf.serve.decision import Decider
+from ir3de_hf.serve.live import content_id
 from test_serve import KEY, PROMPTS, LoopbackServer, free_port
 
 CHAT = {"model": "ir3de", "messages": [{"role": "user", "content": PROMPTS["code"]}], "max_tokens": 2}
@@ -379,7 +380,10 @@ def test_start_up_says_where_it_serves_and_warns_when_open(router_dir, arguments
     try:
         host = "0.0.0.0" if "--host" in arguments else "127.0.0.1"
         url = f"http://{host}:{port}/v1"
-        expected = [f"ir3de serve: serving on {url} (3 experts: code, legal, docs; backend local)"]
+        version = content_id(router_dir)
+        expected = [
+            f"ir3de serve: serving on {url} (3 experts: code, legal, docs; backend local; router version {version})"
+        ]
         if warning is not None:
             expected.insert(
                 0,

@@ -129,6 +129,7 @@ def test_the_router_name_routes_too_and_an_expert_name_forces(client, reference)
         "margin": None,
         "probabilities": None,
         "confident": None,
+        "router_version": raw.headers["x-ir3de-router-version"],
     }
     assert raw.headers["x-ir3de-expert"] == "docs; reason=forced"
     assert response.choices[0].message.content == _expected(reference, PROMPTS["legal"], "docs")

@@ -96,7 +96,10 @@ class LocalBackend:
             pending.cancelled.set()
 
     async def add_expert(self, name: str, spec: ExpertSpec) -> None:
-        """Registers ``spec`` (its source is checked, nothing is loaded) between two generations."""
+        """Registers ``spec`` (its source is checked, nothing is loaded) between two generations; an expert without a
+        source only routes, as in `IR3DERouterModel.expert_pool`."""
+        if spec.source is None:
+            return
         try:
             await asyncio.to_thread(self._edit, lambda: self.pool.register(spec))
         except ValueError as error:
