@@ -221,11 +221,14 @@ def test_a_missing_or_wrong_key_is_401_and_health_stays_open(served):
         stranger.models.list()
     response = httpx.post(f"{served[0].url}/v1/route", json={"input": "x"})  # no Authorization header at all
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
-    assert httpx.get(f"{served[0].url}/health").json() == {
+    health = httpx.get(f"{served[0].url}/health").json()
+    assert health == {
         "status": "ok",
         "backend": "local",
         "experts": ["code", "legal", "docs"],
+        "router_version": health["router_version"],
     }
+    assert len(health["router_version"]) == 12
     assert httpx.get(f"{served[0].url}/metrics").status_code == 401
 
 
