@@ -295,3 +295,44 @@ def test_a_bad_remove_is_refused_and_changes_nothing(served):
     _refused(served.admin.delete("/v1/experts/code"), 409, "'code' is the router's last expert")
     assert served.state() == state
     assert 'ir3de_expert_edits_total{action="remove"} 1' in httpx.get(served.url + "/metrics").text
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "line"),
+    [
+        (
+            ("demo", "--admin-key", ADMIN),
+            1,
+            "ir3de serve: error: --admin-key edits the router directory it serves, and 'demo' is not a local "
+            "directory; save the router to a directory first (ir3de pull REPO --local-dir DIR, or "
+            "router.save_pretrained(DIR)) and serve that.",
+        ),
+        (
+            ("me/a-router", "--admin-key", ADMIN),
+            1,
+            "ir3de serve: error: --admin-key edits the router directory it serves, and 'me/a-router' is not a local "
+            "directory; save the router to a directory first (ir3de pull REPO --local-dir DIR, or "
+            "router.save_pretrained(DIR)) and serve that.",
+        ),
+        (
+            ("ROUTER", "--admin-key", " "),
+            1,
+            "ir3de serve: error: --admin-key is empty; give a key admin clients will send as 'Authorization: Bearer "
+            "KEY'.",
+        ),
+        (
+            ("ROUTER", "--watch-interval", "0"),
+            2,
+            "ir3de serve: error: argument --watch-interval: expected seconds from 0.05 to 3600, got '0'",
+        ),
+    ],
+    ids=["demo", "a Hub id", "an empty admin key", "no watch interval"],
+)
+def test_the_command_line_refuses_an_admin_api_it_cannot_serve(two_experts_dir, capsys, arguments, code, line):
+    from cli_errors import refused
+
+    argv = ["serve", *(str(two_experts_dir) if word == "ROUTER" else word for word in arguments)]
+    assert refused(argv, code, capsys) == line

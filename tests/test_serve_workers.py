@@ -8,11 +8,13 @@ import time
 
 import httpx
 
+import test_serve_admin
 from test_bad_inputs_serve import _start
 from test_serve import PROMPTS
-from test_serve_admin import ADMIN, two_experts_dir  # noqa: F401 -- a fixture
+from test_serve_admin import ADMIN
 
 WATCH = 0.2  # seconds
+two_experts_dir = test_serve_admin.two_experts_dir  # the fixture: a router with 'code' and 'legal'
 
 
 def _until(check, seconds: float = 30.0) -> float:
