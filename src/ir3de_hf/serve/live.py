@@ -29,7 +29,7 @@ from .errors import ServeError
 if TYPE_CHECKING:
     import torch
 
-    from ..modeling_ir3de import IR3DERouterModel
+    from .. import IR3DERouterModel
     from .backends import Backend, Delta
 
 __all__ = ["DRAIN_SECONDS", "Hold", "LiveRouter", "Version", "content_id", "released"]
@@ -251,7 +251,7 @@ def _memory_id(router: IR3DERouterModel) -> str:
 
 def _load(directory: Path) -> tuple[IR3DERouterModel, str] | None:
     """The router saved in ``directory`` and its id, or None when a save changed it while it was read."""
-    from ..modeling_ir3de import IR3DERouterModel
+    from .. import IR3DERouterModel
 
     before = content_id(directory)
     router = IR3DERouterModel.from_pretrained(directory)
