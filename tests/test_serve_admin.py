@@ -73,12 +73,26 @@ def slow_experts_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_fac
 class Served:
     """An editable server of a copy of a router directory: its URL, directory, an admin and an OpenAI client."""
 
-    def __init__(self, source: Path, tmp_path: Path, admin_key: str | None = ADMIN, api_key: str | None = None):
+    def __init__(
+        self,
+        source: Path,
+        tmp_path: Path,
+        admin_key: str | None = ADMIN,
+        api_key: str | None = None,
+        fallback_expert: str | None = None,
+    ):
         self.directory = tmp_path / "router"
         shutil.copytree(source, self.directory)
         router = IR3DERouterModel.from_pretrained(self.directory)
         backend = LocalBackend(router, batch_wait_ms=0)
-        live = LiveRouter(router, backend, name="router", directory=self.directory, watch_interval=0.2)
+        live = LiveRouter(
+            router,
+            backend,
+            name="router",
+            fallback_expert=fallback_expert,
+            directory=self.directory,
+            watch_interval=0.2,
+        )
         settings = ServeSettings(api_key=api_key, admin_key=admin_key, max_tokens_limit=LIMIT)
         self.server = LoopbackServer(create_app(live, backend, settings))
         self.url = self.server.url
@@ -295,6 +309,17 @@ def test_a_bad_remove_is_refused_and_changes_nothing(served):
     _refused(served.admin.delete("/v1/experts/code"), 409, "'code' is the router's last expert")
     assert served.state() == state
     assert 'ir3de_expert_edits_total{action="remove"} 1' in httpx.get(served.url + "/metrics").text
+
+
+def test_the_fallback_expert_cannot_be_removed(two_experts_dir, tmp_path):
+    served = Served(two_experts_dir, tmp_path, fallback_expert="legal")
+    try:
+        state = served.state()
+        response = served.admin.delete("/v1/experts/legal")
+        _refused(response, 409, "'legal' is this server's --fallback-expert; it cannot be removed live.")
+        assert served.state() == state
+    finally:
+        served.close()
 
 
 # ------------------------------------------------------------------------------------------------ command line

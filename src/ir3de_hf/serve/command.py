@@ -147,10 +147,8 @@ def serve(router: IR3DERouterModel, args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import ServeSettings, create_app
-    from .decision import Decider
     from .live import LiveRouter
 
-    Decider(router, fallback_expert=args.fallback_expert)  # refuses an unknown --fallback-expert before anything
     settings = ServeSettings(
         api_key=args.api_key,
         admin_key=args.admin_key,
