@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections import Counter
@@ -158,8 +159,8 @@ class LiveRouter:
     def _save(self, router: IR3DERouterModel) -> str:
         """Saves ``router`` atomically over the directory (worker thread) and returns its content id."""
         assert self.directory is not None, "edits need a router directory (checked when the server starts)"
-        try:
-            router.save_pretrained(self.directory)
+        try:  # a directory saved without its embedding table stays so (a loaded router holds the table)
+            router.save_pretrained(self.directory, encoder_by_reference=_by_reference(self.directory))
         except (OSError, ValueError) as error:
             raise ServeError(500, f"Could not save the router to {self.directory}: {error}") from error
         self._seen = self._signature()
@@ -238,6 +239,10 @@ def content_id(directory: Path) -> str:
             digest.update(key.encode())
             digest.update(_bytes(tensors.get_tensor(key)))
     return digest.hexdigest()[:12]
+
+
+def _by_reference(directory: Path) -> bool:
+    return bool(json.loads((directory / "config.json").read_text()).get("encoder_by_reference"))
 
 
 def _memory_id(router: IR3DERouterModel) -> str:
