@@ -183,8 +183,8 @@ class LiveRouter:
     # ------------------------------------------------------------------ other workers' saves
 
     async def watch(self) -> None:
-        """Follows the directory every ``watch_interval`` seconds until cancelled (a failed reload is logged and
-        tried again at the next change)."""
+        """Follows the directory every ``watch_interval`` seconds until cancelled (a directory that fails to load is
+        logged once, and read again when it changes)."""
         while True:
             await asyncio.sleep(self.watch_interval)
             try:
@@ -200,11 +200,11 @@ class LiveRouter:
         its removed ones retired after the swap. Cheap when nothing changed (one ``stat``)."""
         if self.directory is None or (signature := self._signature()) == self._seen:
             return
+        self._seen = signature
         found = await asyncio.to_thread(_load, self.directory)
-        if found is None:  # a save was under way: try again next time
+        if found is None:  # a save was under way: its end changes the signature again
             return
         router, version_id = found
-        self._seen = signature
         current = self.current
         if version_id == current.id:
             return
