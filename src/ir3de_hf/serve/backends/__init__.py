@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ...configuration_ir3de import ExpertSpec
     from ...outputs import Decision
 
 __all__ = ["Answer", "Backend", "Delta", "Job", "Usage"]
@@ -73,5 +74,13 @@ class Backend(Protocol):
     async def complete(self, job: Job) -> Answer: ...
 
     def stream(self, job: Job) -> AsyncGenerator[Delta, None]: ...
+
+    async def add_expert(self, name: str, spec: ExpertSpec) -> None:
+        """Makes expert ``name`` answerable before routing may choose it (a failure leaves nothing changed)."""
+        ...
+
+    async def remove_expert(self, name: str) -> None:
+        """Frees expert ``name``, once routing stopped choosing it and its in-flight requests are done."""
+        ...
 
     async def aclose(self) -> None: ...
