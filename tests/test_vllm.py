@@ -113,9 +113,13 @@ def test_experts_behind_expert_url_cannot_be_added_live(not_loaded):
 
 @pytest.fixture(scope="module")
 def routers(tmp_path_factory) -> dict[str, Path]:
-    """The saved demo router (what ir3de serve serves) and the same without 'fiction' (what the engine starts with)."""
+    """The saved demo router (what ir3de serve serves) and the same without 'fiction' (what the engine starts with).
+
+    Their base model is a Hub id: the launcher finds it in the (throwaway) HF cache, seeded as `make setup` does."""
+    from ir3de_hf.assets import seed_hf_cache
     from ir3de_hf.demo import load_demo_router
 
+    seed_hf_cache(verify=False)
     root = tmp_path_factory.mktemp("vllm")
     load_demo_router().save_pretrained(root / "router")
     engine = IR3DERouterModel.from_pretrained(root / "router")
