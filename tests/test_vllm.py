@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cli_errors import refused
 from ir3de_hf import ExpertSpec, IR3DERouterModel
 from ir3de_hf.outputs import Decision
 from ir3de_hf.serve.app import ServeSettings, create_app
@@ -67,6 +68,22 @@ def test_the_launcher_serves_each_adapter_under_its_name_with_their_rank_and_roo
                             "--host", "127.0.0.1", "--port", "8123"]  # fmt: skip
     assert command.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert command.shell().startswith("VLLM_CPU_KVCACHE_SPACE=")
+
+
+def test_the_command_line_refuses_in_one_line(router_dir, tmp_path, capsys):
+    line = refused(["vllm-command", str(router_dir), "--run"], 1, capsys)
+    assert line.startswith("ir3de vllm-command: error: one vLLM engine serves LoRA adapters of one base model; code")
+    router = IR3DERouterModel.from_pretrained(router_dir)
+    router.remove_expert("code")
+    router.save_pretrained(tmp_path / "adapters")
+    line = refused(["vllm-command", str(tmp_path / "adapters"), "--python", "/no/venv/bin/python", "--run"], 1, capsys)
+    hint = "no vLLM venv at /no/venv: run `make vllm` (scripts/setup_vllm.sh) or give --python"
+    assert line == f"ir3de vllm-command: error: {hint}"
+    line = refused(["serve", str(router_dir), "--vllm-url", "127.0.0.1:8100"], 2, capsys)
+    assert line.endswith("argument --vllm-url: expected the vLLM engine's http(s) base URL, got '127.0.0.1:8100'")
+    both = ["--vllm-url", "http://h/v1", "--expert-url", "code=http://h/v1"]
+    line = refused(["serve", str(router_dir), *both], 2, capsys)
+    assert line.endswith("argument --expert-url: not allowed with argument --vllm-url")
 
 
 @pytest.fixture(scope="module")
