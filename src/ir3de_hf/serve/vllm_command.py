@@ -45,8 +45,10 @@ class VllmCommand:
 
 def vllm_python() -> Path:
     """The python of the vLLM venv: ``$IR3DE_VLLM_VENV/bin/python``, by default in the asset cache."""
+    from ..assets import cache_root
+
     venv = os.environ.get(VENV_ENV)
-    root = Path(venv).expanduser() if venv else _cache() / "vllm-venv"
+    root = Path(venv).expanduser() if venv else cache_root() / "vllm-venv"
     return root / "bin" / "python"
 
 
@@ -142,11 +144,6 @@ def _rank(name: str, directory: Path) -> int:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"expert {name!r}: {directory}/adapter_config.json has r={rank!r}, not a positive rank.")
     return rank
-
-
-def _cache() -> Path:
-    env = os.environ.get("IR3DE_HF_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ir3de_hf"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -78,7 +78,10 @@ class VllmBackend(RemoteBackend):
     async def _served(self, name: str) -> set[str]:
         """The model names the engine serves now (its base model and its adapters)."""
         response = await self._call("load", name, "/models")
-        payload: Any = response.json() if response.status_code == 200 else None
+        try:
+            payload: Any = response.json() if response.status_code == 200 else None
+        except ValueError:
+            payload = None
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise self._failed("load", name, f"GET /models answered {response.status_code}: {response.text[:200]}")
         return {str(model.get("id")) for model in payload["data"] if isinstance(model, dict)}
