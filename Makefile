@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup vllm test test-fast lint demo bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
@@ -13,12 +13,15 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
+vllm:  # vLLM (CPU build) in its own venv, $$IR3DE_VLLM_VENV or the cache's; reused when its stamp matches the pins
+	bash scripts/setup_vllm.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint vllm  # the slow tests run a real vLLM
 	$(BIN)/python -m pytest
 
 test-fast: setup

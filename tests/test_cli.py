@@ -105,7 +105,7 @@ def test_usage_errors_exit_2(arguments, capsys):
 def test_every_command_has_help_with_examples():
     parser = build_parser()
     names = ["fit", "add-expert", "remove-expert", "route", "eval", "calibrate", "push", "pull"]
-    names += ["import-reference", "export-reference", "demo", "space", "serve", "recipe"]
+    names += ["import-reference", "export-reference", "demo", "space", "serve", "vllm-command", "recipe"]
     assert [command.name for command in COMMANDS] == names
     for command in COMMANDS:
         with pytest.raises(SystemExit) as exit_info:

@@ -31,6 +31,22 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(load_router(args.router), args)
 
 
+def _vllm_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..serve.vllm_command import configure
+
+    configure(parser)
+
+
+def _vllm_command(args: argparse.Namespace) -> int:
+    from ..serve.vllm_command import run
+
+    if args.router == "demo":
+        from ..demo import load_demo_router
+
+        return run(load_demo_router(), args)
+    return run(load_router(args.router), args)
+
+
 COMMANDS = [
     Command(
         "serve",
@@ -41,5 +57,15 @@ COMMANDS = [
   ir3de serve demo --expert-url code=http://127.0.0.1:8001/v1 --expert-url legal=http://127.0.0.1:8001/v1 ...""",
         _serve_arguments,
         _serve,
+    ),
+    Command(
+        "vllm-command",
+        "the vLLM command line that serves a router's LoRA experts on one engine (for ir3de serve --vllm-url)",
+        """examples:
+  ir3de vllm-command demo                       # prints the line (env vars + python -m vllm... --lora-modules)
+  ir3de vllm-command my-router --port 8100 --run  # starts it (make vllm installs vLLM first)
+  ir3de serve my-router --vllm-url http://127.0.0.1:8100/v1""",
+        _vllm_arguments,
+        _vllm_command,
     ),
 ]

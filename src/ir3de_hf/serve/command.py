@@ -31,6 +31,12 @@ def _expert_url(value: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _vllm_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected the vLLM engine's http(s) base URL, got {value!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from .decision import ROUTE_ON
 
@@ -66,6 +72,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="expert NAME is served by an OpenAI-compatible server (vLLM...) at BASE_URL (e.g. "
         "http://127.0.0.1:8001/v1) as MODEL (default NAME); give one per expert. Key: $" + API_KEY_ENV,
+    )
+    where.add_argument(
+        "--vllm-url",
+        metavar="BASE_URL",
+        type=_vllm_url,
+        help="every expert is served by the vLLM engine at BASE_URL (e.g. http://127.0.0.1:8100/v1) under its own "
+        "name, as `ir3de vllm-command ROUTER` starts it. Key: $" + API_KEY_ENV,
     )
     parser.add_argument(
         "--route-on", choices=ROUTE_ON, default="last_user", help="chat text that is routed (default last_user)"
@@ -191,6 +204,11 @@ def _say(line: str) -> None:
 
 
 def _backend(router: IR3DERouterModel, args: argparse.Namespace) -> Backend:
+    if args.vllm_url:
+        from .backends.vllm import VllmBackend
+
+        key = os.environ.get(API_KEY_ENV)
+        return VllmBackend(args.vllm_url, router.expert_names, api_key=key, timeout=args.timeout, retries=args.retries)
     if not args.expert_urls:
         from .backends.local import LocalBackend
 

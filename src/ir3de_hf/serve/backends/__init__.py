@@ -76,11 +76,11 @@ class Backend(Protocol):
     def stream(self, job: Job) -> AsyncGenerator[Delta, None]: ...
 
     async def add_expert(self, name: str, spec: ExpertSpec) -> None:
-        """Makes expert ``name`` answerable before routing may choose it; a failure changes nothing."""
+        """Makes expert ``name`` answerable before routing may choose it (a failure leaves nothing changed)."""
         ...
 
     async def remove_expert(self, name: str) -> None:
-        """Frees expert ``name``, once routing stopped choosing it and its requests drained."""
+        """Frees expert ``name``, once routing stopped choosing it and its in-flight requests are done."""
         ...
 
     async def aclose(self) -> None: ...

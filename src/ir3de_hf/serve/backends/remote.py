@@ -13,6 +13,7 @@ client that goes away closes the upstream request.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["RemoteBackend", "RemoteEndpoint", "parse_expert_url"]
 
 _RETRIED_STATUSES = (502, 503, 504)
+_NO_SUCH_MODEL = re.compile(r"model .* does not exist", re.IGNORECASE)  # vLLM: "The model `fiction` does not exist."
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,8 @@ class RemoteBackend:
     def __init__(self, experts: Mapping[str, RemoteEndpoint], *, timeout: float = 600.0, retries: int = 2) -> None:
         self.experts = dict(experts)
         self.retries = retries
-        self._clients = {
-            name: httpx.AsyncClient(
-                base_url=expert.base_url,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                headers={"Authorization": f"Bearer {expert.api_key}"} if expert.api_key else None,
-            )
-            for name, expert in self.experts.items()
-        }
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._clients = {name: self._client(expert) for name, expert in self.experts.items()}
 
     async def complete(self, job: Job) -> Answer:
         path, body = self._request(job, stream=False)
@@ -123,14 +119,19 @@ class RemoteBackend:
     async def add_expert(self, name: str, spec: ExpertSpec) -> None:
         raise ServeError(
             400,
-            f"experts behind --expert-url cannot be added live ({name!r}); serve them with one engine: --vllm-url.",
+            f"experts behind --expert-url cannot be added live (each is a server this one was started with); to add "
+            f"{name!r}, serve the router's LoRA experts on vLLM and start ir3de serve with --vllm-url.",
         )
 
     async def remove_expert(self, name: str) -> None:
-        """Nothing to free: the expert's server is not this one's."""
+        """Nothing to free: the expert's server is not this one's to change."""
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
+
+    def _client(self, expert: RemoteEndpoint) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {expert.api_key}"} if expert.api_key else None
+        return httpx.AsyncClient(base_url=expert.base_url, timeout=self._timeout, headers=headers)
 
     def _request(self, job: Job, stream: bool) -> tuple[str, dict[str, Any]]:
         body = {**job.body, "model": self.experts[job.expert].model, "stream": stream}
@@ -147,6 +148,15 @@ class RemoteBackend:
         payload = _json(response)
         error = payload.get("error") if isinstance(payload, dict) else None
         detail = error.get("message") if isinstance(error, dict) else response.text[:200]
+        if response.status_code == 404 and _NO_SUCH_MODEL.search(str(detail)):
+            expert = self.experts[name]
+            raise ServeError(
+                503,
+                f"Expert {name!r} is not served by its server {expert.base_url}: the engine has no model "
+                f"{expert.model!r} loaded; load its LoRA adapter (POST /v1/load_lora_adapter, or restart vLLM with "
+                "the line `ir3de vllm-command` prints).",
+                code="expert_unavailable",
+            )
         raise ServeError(response.status_code, f"Expert {name!r}'s server refused the request: {detail}")
 
     def _bad(self, name: str, what: str) -> ServeError:
