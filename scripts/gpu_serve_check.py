@@ -100,8 +100,8 @@ def measure(app: Any, prompts: list[str], levels: list[int], new_tokens: int) ->
         asyncio.run(run_clients(server.url, prompts[:4], 4, new_tokens))  # warm-up: loads, compiles, graphs
         for clients in levels:
             batch = [prompts[i % len(prompts)] for i in range(max(16, 4 * clients))]
-            seconds, _ = asyncio.run(run_clients(server.url, batch, clients, new_tokens))
-            rows.append({"clients": clients, "requests": len(batch), "requests_per_s": len(batch) / seconds})
+            run = asyncio.run(run_clients(server.url, batch, clients, new_tokens))
+            rows.append({"clients": clients, "requests": len(batch), **run.rates()})
             print(json.dumps(rows[-1]), flush=True)
     finally:
         server.stop()
