@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -44,6 +43,7 @@ from ir3de_hf.demo import load_demo_router
 from ir3de_hf.serve.app import ServeSettings, create_app
 from ir3de_hf.serve.backends.local import LocalBackend
 from ir3de_hf.serve.decision import Decider
+from latency import percentiles
 from prompts import prompts_by_domain
 from servers import Process, free_port, ir3de_serve, start_vllm
 
@@ -85,14 +85,6 @@ def stub_expert_server() -> FastAPI:
         }
 
     return app
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "p50_ms": 1000 * statistics.median(ordered),
-        "p99_ms": 1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
-    }
 
 
 def routing_overhead(router: Any, prompts: list[str], requests: int) -> dict[str, Any]:
