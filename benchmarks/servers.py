@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ def free_port() -> int:
 
 
 class Process:
-    """A server process on loopback, ready once ``ready_path`` answers 200; its output goes to ``log`` (or is
-    kept, cut, for the error when it exits early)."""
+    """A server process on loopback, ready once ``ready_path`` answers 200; its output goes to ``log`` (default a
+    temporary file), whose end is in the error when it fails to start."""
 
     def __init__(
         self,
@@ -41,10 +42,13 @@ class Process:
         start_s: float = 600,
     ) -> None:
         self.url = url
-        self.log = log
-        output: Any = log.open("wb") if log is not None else subprocess.PIPE
+        self.log = log or Path(tempfile.mkstemp(prefix="ir3de-bench-server-", suffix=".log")[1])
         self.process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+            command,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
@@ -70,11 +74,7 @@ class Process:
                 self.process.wait()
 
     def _tail(self) -> str:
-        if self.log is not None:
-            return self.log.read_bytes().decode(errors="replace")[-2000:]
-        if self.process.stdout is not None and self.process.poll() is not None:
-            return self.process.stdout.read().decode(errors="replace")[-2000:]
-        return ""
+        return f"{self.log}: {self.log.read_bytes().decode(errors='replace')[-2000:]}"
 
 
 def ir3de_serve(router: str, port: int, *flags: str, log: Path | None = None) -> Process:
