@@ -52,7 +52,7 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     edits: list[Edit] = field(default_factory=list)
     versions: dict[str, list[str]] = field(default_factory=dict)  # router version -> its experts
-    conflicts: list[str] = field(default_factory=list)  # GET /v1/experts disagreeing with the edits' versions
+    conflicts: list[str] = field(default_factory=list)  # a version seen with two different sets of experts
 
 
 def expert_body(router: Any, name: str, source: str) -> dict[str, Any]:
@@ -199,12 +199,17 @@ async def _cycles(
         )
         if version is not None:
             experts = [expert for expert in experts if expert != name] + ([name] if action == "add" else [])
-            run.versions[version] = experts
-            listed, names = await _experts(http, admin)
-            if listed == version and sorted(names) != sorted(experts):
-                run.conflicts.append(f"version {version}: GET /v1/experts lists {names}, the edits give {experts}")
-            run.versions.setdefault(listed, names)
+            _learn(run, version, experts, f"the {action} of {name!r} answered")
+            _learn(run, *await _experts(http, admin), "GET /v1/experts listed")
     await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
+
+
+def _learn(run: Run, version: str, experts: list[str], how: str) -> None:
+    """Records the experts of ``version``; a version seen before (an id may come back: re-adding an expert as it
+    was may give the first version again) must have the same experts."""
+    known = run.versions.setdefault(version, experts)
+    if sorted(known) != sorted(experts):
+        run.conflicts.append(f"version {version}: {how} {sorted(experts)}, known as {sorted(known)}")
 
 
 async def _experts(http: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, list[str]]:

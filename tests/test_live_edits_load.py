@@ -44,7 +44,7 @@ def test_experts_removed_and_added_under_load_fail_no_request(router_dir, expert
         "listing_conflicts": 0,
     }, result["checks"]["examples"]
     assert [edit.action for edit in run.edits] == ["remove", "add"] * 3
-    assert len(run.versions) == 7  # the served version and one per edit
+    assert all(edit.version in run.versions for edit in run.edits)
     assert result["baseline"]["requests"] > 0 and result["edits"]["requests"] > 0
     assert result["router_versions_seen"] >= 2, "no answer was routed by an edited version"
     assert "docs" in result["baseline"]["answered_by"], "the removed expert never answered: the load is not routed"
