@@ -87,6 +87,9 @@ async def run_load(
     async with httpx.AsyncClient(base_url=url, timeout=300) as http:
         version, experts = await _experts(http, admin)
         run.versions[version] = experts
+        for expert in experts:  # warm-up, not timed: every expert loaded before the baseline
+            warm = {"model": expert, "messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 1}
+            (await http.post("/v1/chat/completions", json=warm)).raise_for_status()
         tasks = [
             asyncio.create_task(_client(http, i, prompts, new_tokens, phase, stop, run, origin))
             for i in range(clients)
