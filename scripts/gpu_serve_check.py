@@ -183,8 +183,8 @@ def main() -> None:
             remote = RemoteBackend({name: RemoteEndpoint(f"{url}/v1", name) for name in router.expert_names})
             app = create_app(Decider(router), remote, ServeSettings())
             report["proxy_to_vllm"] = measure(app, prompts, args.clients, args.new_tokens)
-            experts = [decision.expert for decision in Decider(router).route(prompts)]
-            report["vllm_direct"] = measure(None, prompts, args.clients, args.new_tokens, url, experts)
+            routed = [decision.expert for decision in Decider(router).route(prompts)]
+            report["vllm_direct"] = measure(None, prompts, args.clients, args.new_tokens, url, routed)
         except RuntimeError as error:
             report["vllm"]["why_not"] = f"{error}; see {log.name}"
         finally:
