@@ -125,7 +125,7 @@ async def _client(
         outcome = Outcome(index, phase[0], stream, time.monotonic() - origin, 0.0)
         try:
             await (_streamed if stream else _answered)(http, body, outcome)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, ValueError, LookupError, TypeError) as error:  # no answer, or not an OpenAI one
             outcome.error = f"{type(error).__name__}: {error}"
         outcome.seconds = time.monotonic() - origin - outcome.start
         run.outcomes.append(outcome)
