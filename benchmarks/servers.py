@@ -84,8 +84,8 @@ def ir3de_serve(router: str, port: int, *flags: str, log: Path | None = None) ->
 
 
 def vllm_python() -> Path:
-    """The vLLM venv's python ($IR3DE_VLLM_VENV, default /work/vllm-venv); a clear error when it is missing."""
-    venv = Path(os.environ.get(VLLM_VENV_ENV, "/work/vllm-venv"))
+    """The vLLM venv's python ($IR3DE_VLLM_VENV, default where `make vllm` puts it); a clear error when missing."""
+    venv = Path(os.environ.get(VLLM_VENV_ENV, Path.home() / ".cache" / "ir3de_hf" / "vllm-venv"))
     python = venv / "bin" / "python"
     if not python.is_file():
         raise FileNotFoundError(
