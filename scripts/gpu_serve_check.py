@@ -7,8 +7,10 @@ local backend (bf16 experts on cuda:0, micro-batched). Writes JSON to benchmarks
 hosts without the asset cache (default: the demo router and SmolLM2 of the asset cache, see ir3de_hf.assets).
 vLLM is started as ``python -m vllm.entrypoints.openai.api_server --model DIR --enable-lora --lora-modules
 code=space_app/experts/code ...``, and ``ir3de serve``'s app is run with ``--expert-url NAME=http://127.0.0.1:PORT/v1``
-for each expert. When vLLM cannot be imported (nor installed with ``--install-vllm``), the local backend is still
-measured on the GPU and the JSON records why vLLM was not.
+for each expert; vLLM is also called directly (each request naming the adapter the router picks), so that the JSON
+has the rows of bench_serve.py's vLLM table (direct, ir3de serve in front, local; requests/s and tokens/s). When
+vLLM cannot be imported (nor installed with ``--install-vllm``), the local backend is still measured on the GPU and
+the JSON records why vLLM was not.
 """
 
 from __future__ import annotations
@@ -93,18 +95,26 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
     raise RuntimeError(f"vLLM did not answer /health within {seconds:.0f} s")
 
 
-def measure(app: Any, prompts: list[str], levels: list[int], new_tokens: int) -> list[dict[str, Any]]:
-    server = Served(app)
+def measure(
+    app: Any, prompts: list[str], levels: list[int], new_tokens: int, url: str | None = None, models: Any = None
+) -> list[dict[str, Any]]:
+    """Requests/s and tokens/s at each client count, of ``app`` (served here) or of the server at ``url`` (vLLM
+    called directly, each prompt naming its adapter: ``models[i]``)."""
+    server = Served(app) if url is None else None
+    base = server.url if server is not None else str(url)
     rows = []
     try:
-        asyncio.run(run_clients(server.url, prompts[:4], 4, new_tokens))  # warm-up: loads, compiles, graphs
+        asyncio.run(run_clients(base, prompts[:4], 4, new_tokens, models and models[:4]))  # warm-up: loads, graphs
         for clients in levels:
-            batch = [prompts[i % len(prompts)] for i in range(max(16, 4 * clients))]
-            seconds, _ = asyncio.run(run_clients(server.url, batch, clients, new_tokens))
-            rows.append({"clients": clients, "requests": len(batch), "requests_per_s": len(batch) / seconds})
+            count = max(16, 4 * clients)
+            batch = [prompts[i % len(prompts)] for i in range(count)]
+            named = [models[i % len(prompts)] for i in range(count)] if models else None
+            run = asyncio.run(run_clients(base, batch, clients, new_tokens, named))
+            rows.append({"clients": clients, "requests": len(batch), **run.rates()})
             print(json.dumps(rows[-1]), flush=True)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     return rows
 
 
@@ -173,6 +183,8 @@ def main() -> None:
             remote = RemoteBackend({name: RemoteEndpoint(f"{url}/v1", name) for name in router.expert_names})
             app = create_app(Decider(router), remote, ServeSettings())
             report["proxy_to_vllm"] = measure(app, prompts, args.clients, args.new_tokens)
+            routed = [decision.expert for decision in Decider(router).route(prompts)]
+            report["vllm_direct"] = measure(None, prompts, args.clients, args.new_tokens, url, routed)
         except RuntimeError as error:
             report["vllm"]["why_not"] = f"{error}; see {log.name}"
         finally:
