@@ -18,8 +18,6 @@ from typing import Any
 
 import httpx
 
-VLLM_VENV_ENV = "IR3DE_VLLM_VENV"  # the vLLM venv (vLLM cannot share our venv), `make vllm` installs it
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -83,56 +81,14 @@ def ir3de_serve(router: str, port: int, *flags: str, log: Path | None = None) ->
     return Process(command, f"http://127.0.0.1:{port}", log=log)
 
 
-def vllm_python() -> Path:
-    """The vLLM venv's python ($IR3DE_VLLM_VENV, default where `make vllm` puts it); a clear error when missing."""
-    venv = Path(os.environ.get(VLLM_VENV_ENV, Path.home() / ".cache" / "ir3de_hf" / "vllm-venv"))
-    python = venv / "bin" / "python"
-    if not python.is_file():
-        raise FileNotFoundError(
-            f"no vLLM venv at {venv} (${VLLM_VENV_ENV}); install one with `make vllm`, or pass --vllm-url of a "
-            "running engine."
-        )
-    return python
-
-
-def vllm_command(router: Any, port: int) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of a CPU vLLM engine serving ``router``'s base model and each LoRA expert
-    under its own name, with runtime LoRA loading on (the live edits load and unload adapters).
-
-    TODO(lead): once i24-vllm is merged, take this from ``ir3de_hf.serve.vllm_command`` (``ir3de vllm-command``),
-    which builds the same line from the router's registry.
-    """
-    from ir3de_hf.assets import smollm2_path
-
-    experts = {spec.name: spec.source for spec in router.config.expert_specs}
-    command = [
-        str(vllm_python()),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(smollm2_path()),
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        "2048",
-        "--enable-lora",
-        "--max-loras",
-        str(max(1, len(experts))),
-        "--max-lora-rank",
-        "8",
-        "--lora-modules",
-        *(f"{name}={source}" for name, source in experts.items()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1"}
-    return command, env
-
-
 def start_vllm(router: Any, port: int, log: Path) -> Process:
     """A vLLM engine for ``router`` (see `vllm_command`), ready when GET /v1/models answers (about a minute)."""
-    command, env = vllm_command(router, port)
-    print(" ".join(command), file=sys.stderr, flush=True)
-    return Process(command, f"http://127.0.0.1:{port}", ready_path="/v1/models", env=env, log=log, start_s=900)
+    from ir3de_hf.serve.vllm_command import vllm_command, vllm_python
+
+    if not vllm_python().is_file():
+        raise FileNotFoundError(f"no vLLM venv at {vllm_python().parent.parent}: run `make vllm`, or pass --vllm-url.")
+    command = vllm_command(router, port=port)  # the line `ir3de vllm-command` prints
+    print(command.shell(), file=sys.stderr, flush=True)
+    return Process(
+        command.argv, f"http://127.0.0.1:{port}", ready_path="/v1/models", env=command.env, log=log, start_s=900
+    )

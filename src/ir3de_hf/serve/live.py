@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DRAIN_SECONDS", "Hold", "LiveRouter", "Version", "content_id", "released"]
 
 _LOG = logging.getLogger("ir3de_hf.serve")
+SHARED_GRACE_INTERVALS = 3  # a shared engine unloads once the other workers had 3 watch intervals to follow
 DRAIN_SECONDS = 600.0  # longest wait for a removed expert's requests (a stream never started is closed by the GC)
 
 
@@ -153,7 +154,8 @@ class LiveRouter:
             edited = await asyncio.to_thread(_edited, current.router, lambda router: router.remove_expert(name))
             version = self._version(edited, await asyncio.to_thread(self._save, edited))
             self.current = version
-            await self._retire([name])
+            grace = SHARED_GRACE_INTERVALS * self.watch_interval if self.backend.shared else 0.0
+            await self._retire([name], grace=grace)
             return version
 
     def _save(self, router: IR3DERouterModel) -> str:
@@ -166,14 +168,18 @@ class LiveRouter:
         self._seen = self._signature()
         return content_id(self.directory)
 
-    async def _retire(self, names: list[str]) -> None:
-        """Waits until no request is in flight on ``names`` (at most `DRAIN_SECONDS`), then unloads them."""
+    async def _retire(self, names: list[str], *, grace: float = 0.0, unload: bool = True) -> None:
+        """Waits until no request is in flight on ``names`` (at most `DRAIN_SECONDS`) and ``grace`` seconds more (the
+        other workers of a shared engine follow the removal meanwhile), then unloads them (none if not ``unload``)."""
+        if not unload:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
         while any(self._in_flight[name] > 0 for name in names) and loop.time() < deadline:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), deadline - loop.time())
+        await asyncio.sleep(grace)
         for name in names:
             await self.backend.remove_expert(name)
 
@@ -214,7 +220,8 @@ class LiveRouter:
             await self.backend.add_expert(name, specs[name])
         self.current = self._version(router, version_id)
         _LOG.warning("now serving router version %s saved by another worker (%s)", version_id, self.directory)
-        await self._retire([name for name in current.router.expert_names if name not in router.expert_names])
+        removed = [name for name in current.router.expert_names if name not in router.expert_names]
+        await self._retire(removed, unload=not self.backend.shared)  # a shared engine's: the editing worker unloads
 
     def _signature(self) -> tuple[int, ...] | None:
         if self.directory is None:

@@ -70,6 +70,7 @@ class Delta:
 
 class Backend(Protocol):
     kind: str
+    shared: bool  # its experts are also answered for other ir3de serve workers (one vLLM engine)
 
     async def complete(self, job: Job) -> Answer: ...
 

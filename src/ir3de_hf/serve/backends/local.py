@@ -55,6 +55,7 @@ class LocalBackend:
     """Answers jobs with `ir3de_hf.generation.answer` / `answer_stream`, on the experts the server decided."""
 
     kind = "local"
+    shared = False
 
     def __init__(self, router: IR3DERouterModel, *, max_batch_size: int = 8, batch_wait_ms: float = 10.0) -> None:
         if max_batch_size < 1 or batch_wait_ms < 0:

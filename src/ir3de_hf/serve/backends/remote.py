@@ -60,6 +60,7 @@ class RemoteBackend:
     """One `httpx.AsyncClient` per expert, with ``timeout`` seconds per request and ``retries`` extra attempts."""
 
     kind = "remote"
+    shared = False
 
     def __init__(self, experts: Mapping[str, RemoteEndpoint], *, timeout: float = 600.0, retries: int = 2) -> None:
         self.experts = dict(experts)

@@ -27,6 +27,7 @@ class VllmBackend(RemoteBackend):
     """Experts ``names`` on the vLLM engine at ``base_url`` (``http://127.0.0.1:8100/v1``)."""
 
     kind = "vllm"
+    shared = True
 
     def __init__(
         self,
