@@ -227,3 +227,34 @@ def fit_data(domain_texts: dict[str, list[str]], tmp_path_factory) -> dict[str, 
         for text in domain_texts["docs"]:
             handle.write(json.dumps({"text": text}) + "\n")
     return {"code": root / "code", "legal": root / "legal.parquet", "docs": root / "docs.jsonl"}
+
+
+@pytest.fixture(scope="session")
+def long_expert_router_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_factory) -> Path:
+    """A saved router with 'code' (the serve tests' full model) and 'long': a Llama with an 8192-token context and no
+    end-of-sequence token, whose answers of thousands of tokens take seconds (a request still in flight: a cut stream,
+    an expert removed meanwhile)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(_word_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = None
+    root = tmp_path_factory.mktemp("stream")
+    model.save_pretrained(root / "long")
+    _word_tokenizer.save_pretrained(root / "long")
+    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer)))
+    router = IR3DERouterModel.from_encoder(one_hot, _word_tokenizer)
+    router.add_expert("code", texts=domain_texts["code"], **expert_sources["code"])
+    router.add_expert("long", texts=domain_texts["docs"], source=str(root / "long"))
+    router.save_pretrained(root / "router")
+    return root / "router"

@@ -15,7 +15,6 @@ import httpx
 import openai
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from cli_errors import directory_digest
 from ir3de_hf import IR3DERouterModel
@@ -38,36 +37,6 @@ def two_experts_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_fact
     directory = tmp_path_factory.mktemp("admin") / "router"
     router.save_pretrained(directory)
     return directory
-
-
-@pytest.fixture(scope="module")
-def slow_experts_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_factory) -> Path:
-    """'code' and 'long': a Llama with a 4096-token context and no end-of-sequence token, whose answers of a few
-    thousand tokens take seconds (a request that is still in flight when its expert is removed)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(_word_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=LIMIT + 96,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = None
-    root = tmp_path_factory.mktemp("drain")
-    model.save_pretrained(root / "long")
-    _word_tokenizer.save_pretrained(root / "long")
-    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer)))
-    router = IR3DERouterModel.from_encoder(one_hot, _word_tokenizer)
-    router.add_expert("code", texts=domain_texts["code"], **expert_sources["code"])
-    router.add_expert("long", texts=domain_texts["docs"], source=str(root / "long"))
-    router.save_pretrained(root / "router")
-    return root / "router"
 
 
 class Served:
@@ -195,8 +164,8 @@ def test_a_removed_expert_is_gone_at_once_and_saved(served):
     assert IR3DERouterModel.from_pretrained(served.directory).expert_names == ["code"]
 
 
-def test_a_request_in_flight_when_its_expert_is_removed_completes(slow_experts_dir, tmp_path):
-    served = Served(slow_experts_dir, tmp_path)
+def test_a_request_in_flight_when_its_expert_is_removed_completes(long_expert_router_dir, tmp_path):
+    served = Served(long_expert_router_dir, tmp_path)
     try:
         before = served.version()
         stream = served.client.chat.completions.create(

@@ -20,12 +20,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import torch
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from ir3de_hf import IR3DERouterModel
 from ir3de_hf.generation import answer, answer_stream
@@ -40,35 +38,6 @@ LONG = 8000  # tokens: an answer of tens of seconds from 'long'
 LIMIT = 8191
 
 
-@pytest.fixture(scope="module")
-def stream_router_dir(_word_tokenizer, domain_texts, expert_sources, tmp_path_factory) -> Path:
-    """A saved router with 'code' (the serve tests' full model) and 'long' (see the module's docstring)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(_word_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=8192,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = None
-    root = tmp_path_factory.mktemp("stream")
-    model.save_pretrained(root / "long")
-    _word_tokenizer.save_pretrained(root / "long")
-    one_hot = torch.nn.Embedding.from_pretrained(torch.eye(len(_word_tokenizer)))
-    router = IR3DERouterModel.from_encoder(one_hot, _word_tokenizer)
-    router.add_expert("code", texts=domain_texts["code"], **expert_sources["code"])
-    router.add_expert("long", texts=domain_texts["docs"], source=str(root / "long"))
-    router.save_pretrained(root / "router")
-    return root / "router"
-
-
 def _server(router_dir: Path, backend=None) -> tuple[LoopbackServer, LocalBackend | RemoteBackend]:
     router = IR3DERouterModel.from_pretrained(router_dir)
     backend = backend or LocalBackend(router, batch_wait_ms=0)
@@ -77,8 +46,8 @@ def _server(router_dir: Path, backend=None) -> tuple[LoopbackServer, LocalBacken
 
 
 @pytest.fixture(scope="module")
-def local(stream_router_dir):
-    server, backend = _server(stream_router_dir)
+def local(long_expert_router_dir):
+    server, backend = _server(long_expert_router_dir)
     yield server, backend
     server.stop()
 
@@ -163,8 +132,8 @@ def test_a_queued_request_whose_client_went_away_is_dropped_unstarted(local, str
 
 
 @pytest.fixture(scope="module")
-def pool(stream_router_dir):
-    return IR3DERouterModel.from_pretrained(stream_router_dir).expert_pool
+def pool(long_expert_router_dir):
+    return IR3DERouterModel.from_pretrained(long_expert_router_dir).expert_pool
 
 
 LONG_DECISION = Decision("long", "forced")
@@ -290,8 +259,8 @@ def _tokens(metrics: str, expert: str) -> tuple[int, int]:
     return counts["prompt"], counts["completion"]
 
 
-def test_streamed_answers_add_their_tokens_to_the_metrics(stream_router_dir):
-    server, _ = _server(stream_router_dir)
+def test_streamed_answers_add_their_tokens_to_the_metrics(long_expert_router_dir):
+    server, _ = _server(long_expert_router_dir)
     try:
         client = _client(server)
         whole = _whole(client, "chat", "code").usage
@@ -380,9 +349,9 @@ def fake():
 
 
 @pytest.fixture(scope="module")
-def proxy(stream_router_dir, fake):
+def proxy(long_expert_router_dir, fake):
     experts = {name: RemoteEndpoint(f"{fake.server.url}/v1", name) for name in ("code", "long")}
-    server, _ = _server(stream_router_dir, RemoteBackend(experts, timeout=60, retries=0))
+    server, _ = _server(long_expert_router_dir, RemoteBackend(experts, timeout=60, retries=0))
     yield server
     server.stop()
 
