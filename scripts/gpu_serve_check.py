@@ -21,11 +21,9 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 
 from ir3de_hf import IR3DERouterModel
@@ -41,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_serve import Served, run_clients  # noqa: E402
+from servers import Process  # noqa: E402
 
 
 def vllm_available(install: bool) -> str | None:
@@ -55,7 +54,8 @@ def vllm_available(install: bool) -> str | None:
     return None
 
 
-def start_vllm(model_dir: Path, experts: dict[str, Path], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_vllm(model_dir: Path, experts: dict[str, Path], port: int, log: Path, start_s: float) -> Process:
+    """vLLM in this interpreter (bfloat16, the experts as LoRA modules), ready when /health answers."""
     ranks = [json.loads((path / "adapter_config.json").read_text())["r"] for path in experts.values()]
     command = [
         sys.executable,
@@ -78,21 +78,7 @@ def start_vllm(model_dir: Path, experts: dict[str, Path], port: int, log: Path) 
         *(f"{name}={path}" for name, path in experts.items()),
     ]
     print(" ".join(command), flush=True)
-    return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"vLLM did not answer /health within {seconds:.0f} s")
+    return Process(command, f"http://127.0.0.1:{port}", log=log, start_s=start_s)
 
 
 def measure(
@@ -173,23 +159,22 @@ def main() -> None:
     if unavailable is None:
         experts = {name: demo_experts_path() / name for name in router.expert_names}
         log = args.out.with_suffix(".vllm.log")
-        process = start_vllm(model_dir, experts, args.vllm_port, log)
-        url = f"http://127.0.0.1:{args.vllm_port}"
+        server = None
         try:
-            wait_healthy(url, process, args.vllm_start_s)
+            server = start_vllm(model_dir, experts, args.vllm_port, log, args.vllm_start_s)
             import vllm
 
             report["vllm"]["version"] = vllm.__version__
-            remote = RemoteBackend({name: RemoteEndpoint(f"{url}/v1", name) for name in router.expert_names})
+            remote = RemoteBackend({name: RemoteEndpoint(f"{server.url}/v1", name) for name in router.expert_names})
             app = create_app(Decider(router), remote, ServeSettings())
             report["proxy_to_vllm"] = measure(app, prompts, args.clients, args.new_tokens)
             routed = [decision.expert for decision in Decider(router).route(prompts)]
-            report["vllm_direct"] = measure(None, prompts, args.clients, args.new_tokens, url, routed)
+            report["vllm_direct"] = measure(None, prompts, args.clients, args.new_tokens, server.url, routed)
         except RuntimeError as error:
             report["vllm"]["why_not"] = f"{error}; see {log.name}"
         finally:
-            process.terminate()
-            process.wait(timeout=60)
+            if server is not None:
+                server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
